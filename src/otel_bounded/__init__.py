@@ -1,0 +1,41 @@
+"""otel-bounded: bounded, correct and observable in-memory state for OpenTelemetry users.
+
+Every public name is importable from here; each lives in the module named in
+its docstring. Metric, span and attribute names are in `otel_bounded.telemetry`,
+``OTEL_BOUNDED_*`` variables in `otel_bounded.config`, and every error type in
+`otel_bounded.errors`.
+"""
+
+from otel_bounded.core import BoundedStore, EvictionReason
+from otel_bounded.errors import (
+    ApprovalError,
+    ApprovalReason,
+    RevocationStoreUnavailable,
+    TokenError,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+    TokenScopeError,
+    TraceNotFound,
+)
+from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.version import __version__
+
+__all__ = [
+    "ApprovalError",
+    "ApprovalReason",
+    "BoundedStore",
+    "DropReason",
+    "EvictionReason",
+    "RevocationStoreUnavailable",
+    "TokenError",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenRevoked",
+    "TokenScopeError",
+    "TraceEvictionReason",
+    "TraceNotFound",
+    "TraceStore",
+    "TraceStoreStats",
+    "__version__",
+]

@@ -1,0 +1,238 @@
+"""Every ``OTEL_BOUNDED_*`` variable, with its default, range and parser, in one place.
+
+Values are read as the OpenTelemetry specification reads SDK variables: an
+empty value means unset; an invalid numeric or boolean value logs a WARNING
+naming the variable and the value, then the default is used. Variables whose
+fallback would silently lose revocations or change keys (``strict``) raise
+``ValueError`` naming the variable instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "VARIABLES",
+    "Setting",
+    "Variable",
+    "read",
+    "resolve",
+]
+
+_logger = logging.getLogger("otel_bounded")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError("not an integer") from None
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a finite number greater than 0")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite number, 0 or greater")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    # The specification: only a case-insensitive "true" is true; anything but
+    # "false" is reported, and read as false.
+    lowered = text.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    raise ValueError("not 'true' or 'false'")
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One ``OTEL_BOUNDED_*`` variable: what it sets, its default and how it is parsed."""
+
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    range: str
+    effect: str
+    strict: bool = False
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A variable's effective value and where it came from (``environment`` or ``default``)."""
+
+    variable: Variable
+    value: Any
+    source: str
+    ignored: str | None = None
+    reason: str | None = None
+
+
+TRACE_MAX_TRACES = Variable(
+    "OTEL_BOUNDED_TRACE_MAX_TRACES",
+    10_000,
+    _positive_int,
+    "integer > 0",
+    "Most traces a TraceStore holds; the least recently active are evicted first.",
+)
+TRACE_MAX_SPANS = Variable(
+    "OTEL_BOUNDED_TRACE_MAX_SPANS",
+    100_000,
+    _positive_int,
+    "integer > 0",
+    "Most spans a TraceStore holds across all traces; whole oldest traces are evicted to make room.",
+)
+TRACE_MAX_SPANS_PER_TRACE = Variable(
+    "OTEL_BOUNDED_TRACE_MAX_SPANS_PER_TRACE",
+    1_000,
+    _positive_int,
+    "integer > 0",
+    "Most spans held for one trace; further spans of that trace are dropped and counted.",
+)
+TRACE_TTL_SECONDS = Variable(
+    "OTEL_BOUNDED_TRACE_TTL_SECONDS",
+    None,
+    _positive_number,
+    "number > 0 (unset: no age limit)",
+    "A trace idle this long (no span recorded) is expired and never returned again.",
+)
+TRACE_COMPACTION_ENABLED = Variable(
+    "OTEL_BOUNDED_TRACE_COMPACTION_ENABLED",
+    False,
+    _boolean,
+    "true | false",
+    "Collapse repetitive fast sibling spans into composite spans before evicting anything.",
+)
+TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS = Variable(
+    "OTEL_BOUNDED_TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS",
+    50.0,
+    _non_negative_number,
+    "number >= 0 (0: off)",
+    "Longest span, in milliseconds, that exact-match compaction may merge.",
+)
+TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS = Variable(
+    "OTEL_BOUNDED_TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS",
+    0.0,
+    _non_negative_number,
+    "number >= 0 (0: off)",
+    "Longest span, in milliseconds, that same-kind compaction may merge.",
+)
+TRACE_COMPACTION_AT_SPANS = Variable(
+    "OTEL_BOUNDED_TRACE_COMPACTION_AT_SPANS",
+    64,
+    _positive_int,
+    "integer > 0",
+    "A trace is compacted each time the spans held for it grow by this many.",
+)
+TOKEN_SECRET = Variable(
+    "OTEL_BOUNDED_TOKEN_SECRET",
+    None,
+    _text,
+    "at least 32 bytes (unset: a random development secret)",
+    "HMAC key for capability tokens; every replica that verifies must share it.",
+    strict=True,
+    secret=True,
+)
+TOKEN_SECRET_FILE = Variable(
+    "OTEL_BOUNDED_TOKEN_SECRET_FILE",
+    None,
+    _text,
+    "path to a file holding the secret",
+    "Read the HMAC key from this file instead of OTEL_BOUNDED_TOKEN_SECRET.",
+    strict=True,
+)
+TOKEN_MAX_TTL_SECONDS = Variable(
+    "OTEL_BOUNDED_TOKEN_MAX_TTL_SECONDS",
+    86_400.0,
+    _positive_number,
+    "number > 0",
+    "Longest token lifetime issued or accepted; also how long an unknown id's revocation is kept.",
+)
+TOKEN_SWEEP_INTERVAL_SECONDS = Variable(
+    "OTEL_BOUNDED_TOKEN_SWEEP_INTERVAL_SECONDS",
+    60.0,
+    _positive_number,
+    "number > 0",
+    "Least time between two automatic sweeps of expired revocations.",
+)
+REVOCATION_STORE = Variable(
+    "OTEL_BOUNDED_REVOCATION_STORE",
+    "memory",
+    _text,
+    "memory | sqlite:///path | redis://host:port/db",
+    "Where revocations are kept: this process, a SQLite file, or a Redis shared by every replica.",
+    strict=True,
+)
+
+VARIABLES: tuple[Variable, ...] = (
+    TRACE_MAX_TRACES,
+    TRACE_MAX_SPANS,
+    TRACE_MAX_SPANS_PER_TRACE,
+    TRACE_TTL_SECONDS,
+    TRACE_COMPACTION_ENABLED,
+    TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS,
+    TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS,
+    TRACE_COMPACTION_AT_SPANS,
+    TOKEN_SECRET,
+    TOKEN_SECRET_FILE,
+    TOKEN_MAX_TTL_SECONDS,
+    TOKEN_SWEEP_INTERVAL_SECONDS,
+    REVOCATION_STORE,
+)
+
+
+def resolve(variable: Variable, environ: Mapping[str, str] | None = None) -> Setting:
+    """The effective setting of ``variable``, never raising and never logging."""
+    env = os.environ if environ is None else environ
+    raw = env.get(variable.name, "")
+    if raw.strip() == "":
+        return Setting(variable, variable.default, "default")
+    try:
+        return Setting(variable, variable.parse(raw), "environment")
+    except ValueError as exc:
+        return Setting(variable, variable.default, "default", ignored=raw, reason=str(exc))
+
+
+def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
+    """The effective value of ``variable``; warns (or raises, if strict) on an invalid value."""
+    setting = resolve(variable, environ)
+    if setting.ignored is not None:
+        shown = "<redacted>" if variable.secret else repr(setting.ignored)
+        if variable.strict:
+            raise ValueError(f"{variable.name}={shown} is invalid: {setting.reason}")
+        _logger.warning(
+            "%s=%s is invalid (%s; expected %s); using %r",
+            variable.name,
+            shown,
+            setting.reason,
+            variable.range,
+            setting.value,
+        )
+    return setting.value

@@ -1,0 +1,225 @@
+"""Every metric, span, attribute and logger name otel-bounded emits, and its instruments.
+
+Instruments are asynchronous (observable): each store keeps plain counts
+under its own lock, and a callback reads them at collection time. The hot
+paths (`on_end`, `verify`, `consume`) therefore pay nothing for metrics,
+whether or not a meter provider is configured, and a provider set globally
+after a store was built still receives its metrics (through the API's proxy).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.trace import TracerProvider
+
+from otel_bounded.version import __version__
+
+# -- scope ---------------------------------------------------------------
+
+INSTRUMENTATION_NAME = "otel_bounded"
+"""The meter, tracer and logger name."""
+
+logger = logging.getLogger(INSTRUMENTATION_NAME)
+
+# -- attributes ------------------------------------------------------------
+
+# The SDK's own processor metrics tell instances apart with these two keys.
+COMPONENT_TYPE = "otel.component.type"
+COMPONENT_NAME = "otel.component.name"
+
+EVICTION_REASON = "otel_bounded.eviction.reason"
+DROP_REASON = "otel_bounded.drop.reason"
+OUTCOME = "otel_bounded.outcome"
+
+TOKEN_ID = "otel_bounded.token.id"
+TOKEN_KEY_ID = "otel_bounded.token.key_id"
+TOKEN_EXPIRES_AT = "otel_bounded.token.expires_at"
+PRINCIPAL_ID = "otel_bounded.principal.id"
+CAPABILITY_ID = "otel_bounded.capability.id"
+REVOKE_NEWLY = "otel_bounded.revoke.newly_revoked"
+REVOKE_ALL_COUNT = "otel_bounded.revoke_all.count"
+REVOKE_ALL_CUTOFF = "otel_bounded.revoke_all.cutoff"
+SWEEP_REMOVED = "otel_bounded.sweep.removed"
+SWEEP_REMAINING = "otel_bounded.sweep.remaining"
+SWEEP_TRIGGER = "otel_bounded.sweep.trigger"
+REVOCATION_STORE_KIND = "otel_bounded.revocation_store"
+
+APPROVAL_ID = "otel_bounded.approval.id"
+APPROVAL_POLICY = "otel_bounded.approval.policy"
+APPROVAL_ACTION = "otel_bounded.approval.action"
+APPROVAL_RESOURCE = "otel_bounded.approval.resource"
+APPROVAL_ACTOR = "otel_bounded.approval.actor"
+APPROVAL_REQUESTED_BY = "otel_bounded.approval.requested_by"
+APPROVAL_APPROVING_ACTOR = "otel_bounded.approval.approving_actor"
+APPROVAL_EXECUTING_ACTOR = "otel_bounded.approval.executing_actor"
+APPROVAL_STATUS = "otel_bounded.approval.status"
+APPROVAL_USES = "otel_bounded.approval.uses"
+APPROVAL_MAX_USES = "otel_bounded.approval.max_uses"
+APPROVAL_DELEGATED = "otel_bounded.approval.delegated_execution"
+APPROVAL_CHAIN_LENGTH = "otel_bounded.approval.delegation_chain.length"
+APPROVAL_REASON_CODE = "otel_bounded.approval.reason_code"
+
+COMPOSITE_COUNT = "otel_bounded.composite.count"
+COMPOSITE_DURATION_SUM_NS = "otel_bounded.composite.duration_sum_ns"
+COMPOSITE_MIN_NS = "otel_bounded.composite.min_ns"
+COMPOSITE_MAX_NS = "otel_bounded.composite.max_ns"
+COMPOSITE_STRATEGY = "otel_bounded.composite.strategy"
+COMPOSITE_NAMES = "otel_bounded.composite.names"
+COMPOSITE_COUNTS = "otel_bounded.composite.counts"
+COMPOSITE_DURATION_SUMS_NS = "otel_bounded.composite.duration_sums_ns"
+
+# -- metrics -----------------------------------------------------------------
+
+TRACE_STORE_TRACES = "otel_bounded.trace_store.traces"
+TRACE_STORE_SPANS = "otel_bounded.trace_store.spans"
+TRACE_STORE_CAPACITY = "otel_bounded.trace_store.capacity"
+TRACE_STORE_EVICTIONS = "otel_bounded.trace_store.evictions"
+TRACE_STORE_SPANS_DROPPED = "otel_bounded.trace_store.spans.dropped"
+TRACE_STORE_COMPACTIONS = "otel_bounded.trace_store.compactions"
+TRACE_STORE_SPANS_COMPACTED = "otel_bounded.trace_store.spans.compacted"
+
+TOKEN_REVOCATIONS = "otel_bounded.token.revocations"
+TOKEN_REVOCATIONS_SWEPT = "otel_bounded.token.revocations.swept"
+TOKEN_VERIFICATIONS = "otel_bounded.token.verifications"
+
+APPROVAL_DECISIONS = "otel_bounded.approval.decisions"
+APPROVAL_GRANTS = "otel_bounded.approval.grants"
+APPROVAL_EVICTIONS = "otel_bounded.approval.evictions"
+
+# -- spans -------------------------------------------------------------------
+
+SPAN_TOKEN_REVOKE = "otel_bounded.token.revoke"
+SPAN_TOKEN_REVOKE_ALL = "otel_bounded.token.revoke_all"
+SPAN_TOKEN_SWEEP = "otel_bounded.token.sweep"
+
+SPAN_APPROVAL_PREFIX = "otel_bounded.approval."
+"""Followed by request | approve | deny | delegate | verify | consume | revoke."""
+
+# -- helpers -----------------------------------------------------------------
+
+_component_counter: Counter[str] = Counter()
+_component_lock = threading.Lock()
+
+
+def component_attributes(component_type: str) -> dict[str, str]:
+    """``otel.component.type`` and a unique ``otel.component.name`` (``type/0``, ``type/1``...)."""
+    with _component_lock:
+        index = _component_counter[component_type]
+        _component_counter[component_type] = index + 1
+    return {COMPONENT_TYPE: component_type, COMPONENT_NAME: f"{component_type}/{index}"}
+
+
+def get_meter(meter_provider: MeterProvider | None) -> metrics.Meter:
+    """Our meter from `meter_provider`, or from the global one when None (as OTel libraries do)."""
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    return provider.get_meter(INSTRUMENTATION_NAME, __version__)
+
+
+def get_tracer(tracer_provider: TracerProvider | None) -> trace.Tracer:
+    """Our tracer from `tracer_provider`, or from the global one when None."""
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    return provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+
+
+T = TypeVar("T")
+
+
+def observe(
+    owner: T,
+    read: Callable[[T], Iterable[tuple[int | float, Mapping[str, Any]]]],
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """A metric callback reading `owner` through a weak reference.
+
+    The meter never keeps a store alive; once the store is gone its series
+    simply stop.
+    """
+    ref = weakref.ref(owner)
+
+    def callback(_options: CallbackOptions) -> Iterable[Observation]:
+        target = ref()
+        if target is None:
+            return ()
+        return [Observation(value, dict(attributes)) for value, attributes in read(target)]
+
+    return callback
+
+
+# -- instruments -------------------------------------------------------------
+
+
+class TraceStoreCounts(Protocol):
+    """What the trace store instruments read at collection time."""
+
+    traces: int
+    spans: int
+    max_traces: int
+    evictions_by_reason: Mapping[str, int]
+    drops_by_reason: Mapping[str, int]
+    compactions: int
+    spans_compacted: int
+
+
+class HasTraceStoreCounts(Protocol):
+    def stats(self) -> TraceStoreCounts: ...
+
+
+def register_trace_store_instruments(
+    meter_provider: MeterProvider | None, store: HasTraceStoreCounts, component: Mapping[str, str]
+) -> None:
+    """Create the trace store's instruments, each read from `store.stats()` when collected."""
+    meter = get_meter(meter_provider)
+    base = dict(component)
+
+    def by(key: str, counts: Mapping[str, int]) -> list[tuple[int, Mapping[str, Any]]]:
+        return [(value, {**base, key: reason}) for reason, value in counts.items()]
+
+    meter.create_observable_up_down_counter(
+        TRACE_STORE_TRACES,
+        callbacks=[observe(store, lambda s: [(s.stats().traces, base)])],
+        unit="{trace}",
+        description="Traces held by the trace store.",
+    )
+    meter.create_observable_up_down_counter(
+        TRACE_STORE_SPANS,
+        callbacks=[observe(store, lambda s: [(s.stats().spans, base)])],
+        unit="{span}",
+        description="Spans held by the trace store, composite spans counted once.",
+    )
+    meter.create_observable_up_down_counter(
+        TRACE_STORE_CAPACITY,
+        callbacks=[observe(store, lambda s: [(s.stats().max_traces, base)])],
+        unit="{trace}",
+        description="Most traces the trace store holds before evicting the oldest.",
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_EVICTIONS,
+        callbacks=[observe(store, lambda s: by(EVICTION_REASON, s.stats().evictions_by_reason))],
+        unit="{trace}",
+        description="Whole traces evicted, by reason: max_traces, max_spans or ttl.",
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_SPANS_DROPPED,
+        callbacks=[observe(store, lambda s: by(DROP_REASON, s.stats().drops_by_reason))],
+        unit="{span}",
+        description="Spans not stored, by reason: max_spans_per_trace, max_spans or error.",
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_COMPACTIONS,
+        callbacks=[observe(store, lambda s: [(s.stats().compactions, base)])],
+        unit="{trace}",
+        description="Compaction passes over a trace that merged at least one span.",
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_SPANS_COMPACTED,
+        callbacks=[observe(store, lambda s: [(s.stats().spans_compacted, base)])],
+        unit="{span}",
+        description="Spans merged away into composite spans.",
+    )

@@ -1,0 +1,365 @@
+"""`TraceStore`: recent traces kept in memory under caps, visible as OTel metrics and logs."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_bounded import config, telemetry
+from otel_bounded.core import (
+    ENTRY_FULL,
+    BoundedStore,
+    Clock,
+    EvictionReason,
+    Refusal,
+    reinit_after_fork,
+)
+from otel_bounded.errors import TraceNotFound
+from otel_bounded.traces.records import Record, SpanEncoder, decode
+
+__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
+
+_COMPONENT_TYPE = "otel_bounded_trace_store"
+_EXPORT_BATCH = 512
+_MAX_TRACE_ID = (1 << 128) - 1
+_HEX_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
+
+
+class TraceEvictionReason:
+    """Values of ``otel_bounded.eviction.reason`` on the evictions metric."""
+
+    MAX_TRACES = "max_traces"
+    MAX_SPANS = "max_spans"
+    TTL = "ttl"
+
+
+class DropReason:
+    """Values of ``otel_bounded.drop.reason`` on the dropped spans metric."""
+
+    MAX_SPANS_PER_TRACE = "max_spans_per_trace"
+    MAX_SPANS = "max_spans"
+    ERROR = "error"
+
+
+_REASONS = {
+    EvictionReason.CAPACITY: TraceEvictionReason.MAX_TRACES,
+    EvictionReason.WEIGHT: TraceEvictionReason.MAX_SPANS,
+    EvictionReason.EXPIRED: TraceEvictionReason.TTL,
+}
+# The variable (and argument) that raises the bound behind each reason.
+_REMEDY = {
+    TraceEvictionReason.MAX_TRACES: (config.TRACE_MAX_TRACES, "max_traces"),
+    TraceEvictionReason.MAX_SPANS: (config.TRACE_MAX_SPANS, "max_spans"),
+    TraceEvictionReason.TTL: (config.TRACE_TTL_SECONDS, "ttl_seconds"),
+    DropReason.MAX_SPANS_PER_TRACE: (config.TRACE_MAX_SPANS_PER_TRACE, "max_spans_per_trace"),
+    DropReason.MAX_SPANS: (config.TRACE_MAX_SPANS, "max_spans"),
+}
+
+
+@dataclass(frozen=True)
+class TraceStoreStats:
+    """A consistent snapshot of a store's counts; always received = held + evicted + dropped."""
+
+    traces: int
+    spans: int
+    evicted_traces: int
+    evicted_spans: int
+    dropped_spans: int
+    max_traces: int
+    max_spans: int
+    max_spans_per_trace: int
+    evictions_by_reason: Mapping[str, int] = field(default_factory=dict)
+    drops_by_reason: Mapping[str, int] = field(default_factory=dict)
+    received_spans: int = 0
+    compactions: int = 0
+    spans_compacted: int = 0
+
+
+class TraceStore(SpanProcessor):
+    """A `SpanProcessor` keeping recent traces in memory, bounded and observable.
+
+    A trace's age is the time since its latest span was recorded, so "oldest
+    first" means least recently active first. Whenever a cap would be
+    exceeded, whole oldest traces are evicted; a span that cannot fit even
+    then is dropped. Every eviction and drop is counted in metrics, and the
+    first of each is logged once as a WARNING naming the variable to raise.
+    """
+
+    def __init__(
+        self,
+        max_traces: int = config.TRACE_MAX_TRACES.default,
+        max_spans: int = config.TRACE_MAX_SPANS.default,
+        max_spans_per_trace: int = config.TRACE_MAX_SPANS_PER_TRACE.default,
+        ttl_seconds: float | None = config.TRACE_TTL_SECONDS.default,
+        clock: Clock = time.time,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
+        _check_cap("max_traces", max_traces)
+        _check_cap("max_spans", max_spans)
+        _check_cap("max_spans_per_trace", max_spans_per_trace)
+        if ttl_seconds is not None and (
+            isinstance(ttl_seconds, bool)
+            or not isinstance(ttl_seconds, int | float)
+            or not 0 < ttl_seconds < float("inf")
+        ):
+            raise ValueError(f"ttl_seconds must be a positive number or None, got {ttl_seconds!r}")
+        self._max_traces = max_traces
+        self._max_spans_per_trace = max_spans_per_trace
+        self._traces: BoundedStore[int, list[Record]] = BoundedStore(
+            max_traces,
+            max_weight=max_spans,
+            max_entry_weight=max_spans_per_trace,
+            ttl_seconds=ttl_seconds,
+            clock=clock,
+            on_evict=self._on_evict,
+        )
+        self._encoder = SpanEncoder()
+        self._lock = threading.Lock()
+        self._received = 0
+        self._drops = {
+            DropReason.MAX_SPANS_PER_TRACE: 0,
+            DropReason.MAX_SPANS: 0,
+            DropReason.ERROR: 0,
+        }
+        self._shutdown = False
+        # A first eviction or drop noted under the lock, logged once after it is released.
+        self._pending_warning: tuple[str, str] | None = None
+        self._warned: set[str] = set()
+        self.component = telemetry.component_attributes(_COMPONENT_TYPE)
+        reinit_after_fork(self._at_fork_reinit)
+        telemetry.register_trace_store_instruments(meter_provider, self, self.component)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> TraceStore:
+        """A store configured from the ``OTEL_BOUNDED_TRACE_*`` variables; arguments win."""
+        settings: dict[str, Any] = {
+            "max_traces": config.read(config.TRACE_MAX_TRACES),
+            "max_spans": config.read(config.TRACE_MAX_SPANS),
+            "max_spans_per_trace": config.read(config.TRACE_MAX_SPANS_PER_TRACE),
+            "ttl_seconds": config.read(config.TRACE_TTL_SECONDS),
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    # -- SpanProcessor ---------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._shutdown:
+            return
+        try:
+            with self._lock:
+                self._received += 1
+                trace_id, record = self._encoder.encode(span)
+                traces = self._traces
+                records = traces.grow(trace_id)
+                if records is None:
+                    # New, evicted or expired: the trace starts afresh.
+                    traces.put(trace_id, [record], weight=1)
+                elif records.__class__ is Refusal:
+                    self._drop(
+                        DropReason.MAX_SPANS_PER_TRACE
+                        if records is ENTRY_FULL
+                        else DropReason.MAX_SPANS
+                    )
+                else:
+                    records.append(record)  # type: ignore[union-attr]
+        except Exception:  # never raise into the application
+            self._count_error()
+        if self._pending_warning is not None:
+            self._flush_warning()
+
+    def shutdown(self) -> None:
+        """Stop recording; what is held stays readable."""
+        self._shutdown = True
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    # -- reads -----------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Traces held, never counting an expired one."""
+        with self._lock:
+            self._traces.expire()
+            held = len(self._traces)
+        self._flush_warning()
+        return held
+
+    def __contains__(self, trace_id: object) -> bool:
+        key = _trace_key(trace_id)
+        with self._lock:
+            held = self._traces.get(key) is not None
+        self._flush_warning()
+        return held
+
+    def trace_ids(self) -> tuple[int, ...]:
+        """Held trace ids, least recently active first."""
+        with self._lock:
+            self._traces.expire()
+            ids = tuple(self._traces)
+        self._flush_warning()
+        return ids
+
+    def get(self, trace_id: int | str) -> tuple[ReadableSpan, ...]:
+        """The spans of a held trace, in the order they ended; `TraceNotFound` otherwise."""
+        key = _trace_key(trace_id)
+        with self._lock:
+            trace = self._traces.get(key)
+            records = tuple(trace) if trace is not None else ()
+            evicted = sum(self._traces.evictions.values())
+        self._flush_warning()
+        if trace is None:
+            raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
+        encoder = self._encoder
+        return tuple(decode(key, record, encoder) for record in records)
+
+    @property
+    def evicted_count(self) -> int:
+        """Whole traces evicted since the store was created, every reason together."""
+        with self._lock:
+            return sum(self._traces.evictions.values())
+
+    def stats(self) -> TraceStoreStats:
+        """Counts at this moment, expired traces removed first."""
+        stats = self._stats()
+        self._flush_warning()
+        return stats
+
+    def _stats(self) -> TraceStoreStats:
+        with self._lock:
+            traces = self._traces
+            traces.expire()
+            evictions = {_REASONS[reason]: count for reason, count in traces.evictions.items()}
+            dropped = sum(self._drops.values())
+            return TraceStoreStats(
+                traces=len(traces),
+                spans=traces.weight,
+                evicted_traces=sum(evictions.values()),
+                evicted_spans=traces.evicted_weight,
+                dropped_spans=dropped,
+                max_traces=traces.max_entries or 0,
+                max_spans=traces.max_weight or 0,
+                max_spans_per_trace=self._max_spans_per_trace,
+                evictions_by_reason=MappingProxyType(evictions),
+                drops_by_reason=MappingProxyType(dict(self._drops)),
+                received_spans=self._received,
+            )
+
+    def clear(self) -> None:
+        """Forget every held trace; counts of past evictions and drops are kept."""
+        with self._lock:
+            self._traces.clear()
+
+    def export_to(
+        self, exporter: SpanExporter, trace_ids: Iterable[int | str] | None = None
+    ) -> int:
+        """Push held traces (all, or those named; unknown ids are skipped) to `exporter`.
+
+        Returns how many spans the exporter accepted: a flight recorder to dump
+        when something goes wrong.
+        """
+        ids = self.trace_ids() if trace_ids is None else [_trace_key(t) for t in trace_ids]
+        batch: list[ReadableSpan] = []
+        exported = 0
+        for trace_id in ids:
+            try:
+                batch.extend(self.get(trace_id))
+            except TraceNotFound:
+                continue
+            if len(batch) >= _EXPORT_BATCH:
+                exported += _export(exporter, batch)
+                batch = []
+        if batch:
+            exported += _export(exporter, batch)
+        return exported
+
+    # -- internals -------------------------------------------------------
+
+    def _drop(self, reason: str) -> None:
+        self._drops[reason] += 1
+        if reason not in self._warned:
+            self._warned.add(reason)
+            self._pending_warning = ("drop", reason)
+
+    def _count_error(self) -> None:
+        with self._lock:
+            self._drops[DropReason.ERROR] += 1
+
+    def _on_evict(self, _trace_id: int, _records: list[Record], reason: str) -> None:
+        # Only the first eviction is logged; later ones are counted by the core alone.
+        self._traces.on_evict = None
+        self._pending_warning = ("evict", _REASONS[reason])
+
+    def _flush_warning(self) -> None:
+        if self._pending_warning is None:
+            return
+        with self._lock:
+            pending, self._pending_warning = self._pending_warning, None
+            stats_traces, stats_spans = len(self._traces), self._traces.weight
+        if pending is None:
+            return
+        kind, reason = pending
+        variable, argument = _REMEDY[reason]
+        name = self.component[telemetry.COMPONENT_NAME]
+        if kind == "evict":
+            telemetry.logger.warning(
+                "TraceStore %s evicted its first trace (reason %s; holding %d traces, %d spans). "
+                "The least recently active traces are now evicted to stay within the cap; "
+                "raise %s (or %s=) to keep more. Further evictions are counted in %s, not logged.",
+                name,
+                reason,
+                stats_traces,
+                stats_spans,
+                variable.name,
+                argument,
+                telemetry.TRACE_STORE_EVICTIONS,
+            )
+        else:
+            telemetry.logger.warning(
+                "TraceStore %s dropped its first span (reason %s). Raise %s (or %s=) to keep "
+                "more. Further drops are counted in %s, not logged.",
+                name,
+                reason,
+                variable.name,
+                argument,
+                telemetry.TRACE_STORE_SPANS_DROPPED,
+            )
+
+    def _at_fork_reinit(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _check_cap(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _trace_key(trace_id: object) -> int:
+    if isinstance(trace_id, int) and not isinstance(trace_id, bool):
+        if 0 < trace_id <= _MAX_TRACE_ID:
+            return trace_id
+    elif isinstance(trace_id, str) and _HEX_TRACE_ID.fullmatch(trace_id):
+        value = int(trace_id, 16)
+        if value > 0:
+            return value
+    raise ValueError(
+        f"a trace id is a positive 128-bit int or 32 hex digits, got {trace_id!r}"
+    )
+
+
+def _export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> int:
+    result = exporter.export(spans)
+    return len(spans) if result is SpanExportResult.SUCCESS else 0
