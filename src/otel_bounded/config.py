@@ -107,7 +107,7 @@ TRACE_MAX_SPANS = Variable(
     100_000,
     _positive_int,
     "integer > 0",
-    "Most spans a TraceStore holds across all traces; whole oldest traces are evicted to make room.",
+    "Most spans a TraceStore holds in all; whole oldest traces are evicted to make room.",
 )
 TRACE_MAX_SPANS_PER_TRACE = Variable(
     "OTEL_BOUNDED_TRACE_MAX_SPANS_PER_TRACE",

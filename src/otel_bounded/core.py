@@ -7,7 +7,8 @@ amortized; expiring costs what it removes, not what it keeps; nothing on these
 paths sorts, logs or allocates more than the entry itself.
 
 It is not thread-safe: each owner guards it with one lock of its own
-(re-created after fork through `reinit_after_fork`), because an owner's operation usually spans several calls.
+(re-created after fork through `reinit_after_fork`), because an owner's
+operation usually spans several calls.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ __all__ = [
     "ENTRY_FULL",
     "NO_ROOM",
     "BoundedStore",
-    "Refusal", "Clock", "EvictionReason", "reinit_after_fork", "validate_clock"]
+    "Clock",
+    "EvictionReason",
+    "Refusal",
+    "reinit_after_fork",
+    "validate_clock",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -63,14 +69,14 @@ class EvictionReason:
     EXPIRED = "expired"
 
 
-def validate_clock(clock: object) -> Clock:
+def validate_clock(clock: Clock) -> Clock:
     """`clock` itself, once it is known to be a zero-argument callable returning a number."""
     if not callable(clock):
-        raise ValueError(f"clock must be a zero-argument callable returning Unix seconds: {clock!r}")
+        raise ValueError(f"clock must be a zero-argument callable returning seconds: {clock!r}")
     sample = clock()
     if isinstance(sample, bool) or not isinstance(sample, int | float):
         raise ValueError(f"clock() must return Unix seconds as a number, not {sample!r}")
-    return clock  # type: ignore[return-value]
+    return clock
 
 
 class BoundedStore(Generic[K, V]):
@@ -100,10 +106,11 @@ class BoundedStore(Generic[K, V]):
         "_touched",
         "_ttl",
         "_weight",
+        "_weight_cap",
         "_weights",
         "evicted_weight",
-        "on_evict",
         "evictions",
+        "on_evict",
     )
 
     def __init__(
@@ -125,6 +132,7 @@ class BoundedStore(Generic[K, V]):
         self._clock = validate_clock(clock)
         self._max_entries = max_entries
         self._max_weight = max_weight
+        self._weight_cap: float = max_weight if max_weight is not None else float("inf")
         self._max_entry_weight: float = (
             max_entry_weight if max_entry_weight is not None else float("inf")
         )
@@ -202,7 +210,7 @@ class BoundedStore(Generic[K, V]):
         entries = self._entries
         weights = self._weights
         if weights is not None:
-            if weight < 0 or weight > min(self._max_weight, self._max_entry_weight):  # type: ignore[type-var]
+            if weight < 0 or weight > self._max_entry_weight or weight > self._weight_cap:
                 raise ValueError(f"weight must be between 0 and max_entry_weight, got {weight}")
             self._weight -= weights.pop(key, 0)
         if key in entries:
@@ -213,8 +221,8 @@ class BoundedStore(Generic[K, V]):
             while len(entries) >= max_entries:
                 self._evict_oldest(EvictionReason.CAPACITY)
         if weights is not None:
-            max_weight = self._max_weight
-            while entries and self._weight + weight > max_weight:  # type: ignore[operator]
+            weight_cap = self._weight_cap
+            while entries and self._weight + weight > weight_cap:
                 self._evict_oldest(EvictionReason.WEIGHT)
             weights[key] = weight
             self._weight += weight
@@ -252,12 +260,12 @@ class BoundedStore(Generic[K, V]):
         new_weight = weights[key] + delta
         if new_weight > self._max_entry_weight:
             return ENTRY_FULL
-        max_weight: int = self._max_weight  # type: ignore[assignment]
-        if new_weight > max_weight:
+        weight_cap = self._weight_cap
+        if new_weight > weight_cap:
             return NO_ROOM
         self._entries.move_to_end(key)
         # `key` is newest now, so this never evicts it.
-        while self._weight + delta > max_weight:
+        while self._weight + delta > weight_cap:
             self._evict_oldest(EvictionReason.WEIGHT)
         weights[key] = new_weight
         self._weight += delta
@@ -273,7 +281,7 @@ class BoundedStore(Generic[K, V]):
         weights = self._weights
         if weights is None or key not in weights:
             raise KeyError(key)
-        if weight < 0 or weight > self._max_weight:  # type: ignore[operator]
+        if weight < 0 or weight > self._max_entry_weight or weight > self._weight_cap:
             raise ValueError(f"weight must be between 0 and max_weight, got {weight}")
         self._weight += weight - weights[key]
         weights[key] = weight
@@ -348,9 +356,10 @@ class BoundedStore(Generic[K, V]):
 
     def _evict_oldest(self, reason: str) -> None:
         entries = self._entries
-        if self._touched is not None or self._expires:
-            if self._is_expired(next(iter(entries)), self._clock()):
-                reason = EvictionReason.EXPIRED
+        if (self._touched is not None or self._expires) and self._is_expired(
+            next(iter(entries)), self._clock()
+        ):
+            reason = EvictionReason.EXPIRED
         key, value = entries.popitem(last=False)
         self._count_eviction(key, value, reason)
 
@@ -374,7 +383,7 @@ class BoundedStore(Generic[K, V]):
         return weight
 
 
-def _check_positive(name: str, value: object, *, numbers: bool = False) -> None:
+def _check_positive(name: str, value: float | None, *, numbers: bool = False) -> None:
     if value is None:
         return
     kinds: tuple[type, ...] = (int, float) if numbers else (int,)
@@ -394,7 +403,7 @@ def reinit_after_fork(method: Callable[[], None]) -> None:
     """
     if not hasattr(os, "register_at_fork"):
         return
-    weak_method = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    weak_method = weakref.WeakMethod(method)
 
     def _after_in_child() -> None:
         reinit = weak_method()

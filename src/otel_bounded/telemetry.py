@@ -14,6 +14,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry import metrics, trace
@@ -158,13 +159,20 @@ def observe(
 class TraceStoreCounts(Protocol):
     """What the trace store instruments read at collection time."""
 
-    traces: int
-    spans: int
-    max_traces: int
-    evictions_by_reason: Mapping[str, int]
-    drops_by_reason: Mapping[str, int]
-    compactions: int
-    spans_compacted: int
+    @property
+    def traces(self) -> int: ...
+    @property
+    def spans(self) -> int: ...
+    @property
+    def max_traces(self) -> int: ...
+    @property
+    def evictions_by_reason(self) -> Mapping[str, int]: ...
+    @property
+    def drops_by_reason(self) -> Mapping[str, int]: ...
+    @property
+    def compactions(self) -> int: ...
+    @property
+    def spans_compacted(self) -> int: ...
 
 
 class HasTraceStoreCounts(Protocol):
@@ -222,4 +230,121 @@ def register_trace_store_instruments(
         callbacks=[observe(store, lambda s: [(s.stats().spans_compacted, base)])],
         unit="{span}",
         description="Spans merged away into composite spans.",
+    )
+
+
+class VerificationOutcome:
+    """Values of ``otel_bounded.outcome`` on the token verifications metric."""
+
+    OK = "ok"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+    SCOPE_MISMATCH = "scope_mismatch"
+    UNAVAILABLE = "unavailable"
+
+    ALL = (OK, REVOKED, EXPIRED, INVALID, SCOPE_MISMATCH, UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    """What the token instruments read at collection time."""
+
+    revocations: int
+    swept: int
+    verifications: Mapping[str, int]
+
+
+class HasTokenCounts(Protocol):
+    def telemetry_counts(self) -> TokenCounts: ...
+
+
+def register_token_instruments(
+    meter_provider: MeterProvider | None, provider: HasTokenCounts, component: Mapping[str, str]
+) -> None:
+    """Create a token provider's instruments, read from `provider.telemetry_counts()`."""
+    meter = get_meter(meter_provider)
+    base = dict(component)
+    meter.create_observable_up_down_counter(
+        TOKEN_REVOCATIONS,
+        callbacks=[observe(provider, lambda p: [(p.telemetry_counts().revocations, base)])],
+        unit="{revocation}",
+        description="Revocation entries held (token ids and per-principal cut-offs).",
+    )
+    meter.create_observable_counter(
+        TOKEN_REVOCATIONS_SWEPT,
+        callbacks=[observe(provider, lambda p: [(p.telemetry_counts().swept, base)])],
+        unit="{revocation}",
+        description="Revocation entries removed by sweeps once their token expired.",
+    )
+    meter.create_observable_counter(
+        TOKEN_VERIFICATIONS,
+        callbacks=[
+            observe(
+                provider,
+                lambda p: [
+                    (count, {**base, OUTCOME: outcome})
+                    for outcome, count in p.telemetry_counts().verifications.items()
+                ],
+            )
+        ],
+        unit="{verification}",
+        description="Token verifications, by outcome.",
+    )
+
+
+@dataclass(frozen=True)
+class ApprovalCounts:
+    """What the approval instruments read at collection time."""
+
+    live: int
+    terminal: int
+    decisions: Mapping[tuple[str, str], int]
+    """Keyed by (outcome, reason code); the reason code is "" for an allowed decision."""
+    evictions: int
+
+
+class HasApprovalCounts(Protocol):
+    def telemetry_counts(self) -> ApprovalCounts: ...
+
+
+def register_approval_instruments(
+    meter_provider: MeterProvider | None, ledger: HasApprovalCounts, component: Mapping[str, str]
+) -> None:
+    """Create an approval ledger's instruments, read from `ledger.telemetry_counts()`."""
+    meter = get_meter(meter_provider)
+    base = dict(component)
+    meter.create_observable_counter(
+        APPROVAL_DECISIONS,
+        callbacks=[
+            observe(
+                ledger,
+                lambda led: [
+                    (count, {**base, OUTCOME: outcome, APPROVAL_REASON_CODE: reason})
+                    for (outcome, reason), count in led.telemetry_counts().decisions.items()
+                ],
+            )
+        ],
+        unit="{decision}",
+        description="Approval operations decided, by outcome and reason code.",
+    )
+    meter.create_observable_up_down_counter(
+        APPROVAL_GRANTS,
+        callbacks=[
+            observe(
+                ledger,
+                lambda led: [
+                    (led.telemetry_counts().live, {**base, APPROVAL_STATUS: "live"}),
+                    (led.telemetry_counts().terminal, {**base, APPROVAL_STATUS: "terminal"}),
+                ],
+            )
+        ],
+        unit="{grant}",
+        description="Approval grants held: live (pending or granted) and terminal (retained).",
+    )
+    meter.create_observable_counter(
+        APPROVAL_EVICTIONS,
+        callbacks=[observe(ledger, lambda led: [(led.telemetry_counts().evictions, base)])],
+        unit="{grant}",
+        description="Terminal approval grants evicted after their retention period.",
     )

@@ -149,7 +149,7 @@ class SpanEncoder:
             or (links._dq if links.__class__ is BoundedList else links)  # type: ignore[attr-defined]
             or dropped_attributes
             or status._description
-            or (state is not None and state._dict)  # type: ignore[attr-defined]
+            or (state is not None and state._dict)
             or resource_index == _NO_INDEX
             or scope_index == _NO_INDEX
         ):
@@ -238,7 +238,7 @@ def decode(trace_id: int, record: Record, encoder: SpanEncoder) -> ReadableSpan:
 def _bounded(items: tuple[Any, ...], dropped: int) -> Sequence[Any]:
     if not dropped:
         return items
-    bounded: BoundedList = BoundedList(None)
+    bounded: BoundedList[Any] = BoundedList(None)
     bounded.extend(items)
     bounded.dropped = dropped
     return bounded

@@ -355,9 +355,7 @@ def _trace_key(trace_id: object) -> int:
         value = int(trace_id, 16)
         if value > 0:
             return value
-    raise ValueError(
-        f"a trace id is a positive 128-bit int or 32 hex digits, got {trace_id!r}"
-    )
+    raise ValueError(f"a trace id is a positive 128-bit int or 32 hex digits, got {trace_id!r}")
 
 
 def _export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> int:
