@@ -185,13 +185,16 @@ class BoundedStore(Generic[K, V]):
         weights = self._weights
         return weights.get(key, 0) if weights is not None else 0
 
-    def get(self, key: K, default: V | None = None) -> V | None:
-        """The live value of `key`, without making it newer; an expired one is evicted."""
+    def get(self, key: K, default: V | None = None, *, now: float | None = None) -> V | None:
+        """The live value of `key`, without making it newer; an expired one is evicted.
+
+        `now` (default: the clock) is the moment the question is asked for.
+        """
         value = self._entries.get(key)
         if value is None:
             return default
         if (self._touched is not None or key in self._expires) and self._is_expired(
-            key, self._clock()
+            key, self._clock() if now is None else now
         ):
             self._evict(key, EvictionReason.EXPIRED)
             return default
@@ -203,8 +206,19 @@ class BoundedStore(Generic[K, V]):
 
     # -- writing ---------------------------------------------------------
 
-    def put(self, key: K, value: V, *, weight: int = 1, expires_at: float | None = None) -> None:
-        """Insert or replace `key` as the newest entry, evicting the oldest while over a bound."""
+    def put(
+        self,
+        key: K,
+        value: V,
+        *,
+        weight: int = 1,
+        expires_at: float | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Insert or replace `key` as the newest entry, evicting the oldest while over a bound.
+
+        `now` (default: the clock) is when the entry counts as last touched.
+        """
         if value is None:
             raise ValueError("BoundedStore cannot hold None")
         entries = self._entries
@@ -219,16 +233,16 @@ class BoundedStore(Generic[K, V]):
         max_entries = self._max_entries
         if max_entries is not None:
             while len(entries) >= max_entries:
-                self._evict_oldest(EvictionReason.CAPACITY)
+                self._evict_oldest(EvictionReason.CAPACITY, now)
         if weights is not None:
             weight_cap = self._weight_cap
             while entries and self._weight + weight > weight_cap:
-                self._evict_oldest(EvictionReason.WEIGHT)
+                self._evict_oldest(EvictionReason.WEIGHT, now)
             weights[key] = weight
             self._weight += weight
         entries[key] = value
         if self._touched is not None:
-            self._touched[key] = self._stamp(self._clock())
+            self._touched[key] = self._stamp(self._clock() if now is None else now)
         if expires_at is not None:
             self._expires[key] = expires_at
             self._heap_seq += 1
@@ -237,13 +251,14 @@ class BoundedStore(Generic[K, V]):
         if self._mutations >= _EXPIRE_INTERVAL:
             self._interval_expire()
 
-    def grow(self, key: K, delta: int = 1) -> V | Refusal | None:
+    def grow(self, key: K, delta: int = 1, *, now: float | None = None) -> V | Refusal | None:
         """Add `delta` weight to a live `key`, make it newest, and return its value.
 
         Older entries are evicted to make room. Returns None when `key` is not
         held (an expired one is evicted first), or a `Refusal` (nothing
         changed) when the entry would pass `max_entry_weight` or could not fit
-        under `max_weight` even alone.
+        under `max_weight` even alone. `now` (default: the clock) is when the
+        growth happened.
         """
         weights = self._weights
         if weights is None:
@@ -253,7 +268,8 @@ class BoundedStore(Generic[K, V]):
             return None
         touched = self._touched
         if touched is not None or self._expires:
-            now = self._clock()
+            if now is None:
+                now = self._clock()
             if self._is_expired(key, now):
                 self._evict(key, EvictionReason.EXPIRED)
                 return None
@@ -266,11 +282,11 @@ class BoundedStore(Generic[K, V]):
         self._entries.move_to_end(key)
         # `key` is newest now, so this never evicts it.
         while self._weight + delta > weight_cap:
-            self._evict_oldest(EvictionReason.WEIGHT)
+            self._evict_oldest(EvictionReason.WEIGHT, now)
         weights[key] = new_weight
         self._weight += delta
         if touched is not None:
-            touched[key] = self._stamp(now)
+            touched[key] = self._stamp(now)  # type: ignore[arg-type]
         self._mutations += 1
         if self._mutations >= _EXPIRE_INTERVAL:
             self._interval_expire()
@@ -354,10 +370,11 @@ class BoundedStore(Generic[K, V]):
         if self._touched is not None or self._expire_heap:
             self.expire()
 
-    def _evict_oldest(self, reason: str) -> None:
+    def _evict_oldest(self, reason: str, now: float | None) -> None:
+        # An oldest entry that had expired by `now` is counted as expired, not as pushed out.
         entries = self._entries
         if (self._touched is not None or self._expires) and self._is_expired(
-            next(iter(entries)), self._clock()
+            next(iter(entries)), self._clock() if now is None else now
         ):
             reason = EvictionReason.EXPIRED
         key, value = entries.popitem(last=False)

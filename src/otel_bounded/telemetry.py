@@ -15,7 +15,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -130,27 +130,78 @@ def get_tracer(tracer_provider: TracerProvider | None) -> trace.Tracer:
     return provider.get_tracer(INSTRUMENTATION_NAME, __version__)
 
 
-T = TypeVar("T")
+Reading = Iterable[tuple[int | float, Mapping[str, Any]]]
+"""What an owner reports to one instrument: (value, attributes) pairs."""
+
+Owners = weakref.WeakKeyDictionary[Any, dict[str, str]]
+"""The owners reporting through one group of instruments, with their component attributes."""
+
+_groups: dict[tuple[int, str], tuple[object, Owners]] = {}
+_groups_lock = threading.Lock()
+
+# Owners built without a meter provider share the global one (through the API's
+# proxy when none is set yet), so they share one group of instruments too.
+_GLOBAL = object()
 
 
-def observe(
-    owner: T,
-    read: Callable[[T], Iterable[tuple[int | float, Mapping[str, Any]]]],
-) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    """A metric callback reading `owner` through a weak reference.
+def _join(
+    meter_provider: MeterProvider | None,
+    kind: str,
+    owner: object,
+    component: Mapping[str, str],
+    create: Callable[[metrics.Meter, Owners], None],
+) -> None:
+    """Add `owner` to the instruments of its kind on `meter_provider`, creating them once.
 
-    The meter never keeps a store alive; once the store is gone its series
-    simply stop.
+    A meter keeps the first instrument of a name and ignores the callbacks of
+    a second one, so every owner of a kind reports through one shared set of
+    instruments, told apart by ``otel.component.name``. Owners are held weakly:
+    a collected store stops reporting instead of being kept alive by the meter.
     """
-    ref = weakref.ref(owner)
+    provider: object = meter_provider if meter_provider is not None else _GLOBAL
+    with _groups_lock:
+        group = _groups.get((id(provider), kind))
+        if group is None or group[0] is not provider:
+            owners: Owners = weakref.WeakKeyDictionary()
+            _groups[(id(provider), kind)] = (provider, owners)
+            create(get_meter(meter_provider), owners)
+        else:
+            owners = group[1]
+        owners[owner] = dict(component)
 
+
+def _callback(
+    owners: Owners, read: Callable[[Any, dict[str, str]], Reading]
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def callback(_options: CallbackOptions) -> Iterable[Observation]:
-        target = ref()
-        if target is None:
-            return ()
-        return [Observation(value, dict(attributes)) for value, attributes in read(target)]
+        return [
+            Observation(value, dict(attributes))
+            for owner, component in list(owners.items())
+            for value, attributes in read(owner, component)
+        ]
 
     return callback
+
+
+def _count(field: str, source: str = "stats") -> Callable[[Any, dict[str, str]], Reading]:
+    """Read one count from what the owner's `source` method returns."""
+
+    def read(owner: Any, component: dict[str, str]) -> Reading:
+        return [(getattr(getattr(owner, source)(), field), component)]
+
+    return read
+
+
+def _counts_by(
+    field: str, key: str, source: str = "stats"
+) -> Callable[[Any, dict[str, str]], Reading]:
+    """Read a mapping of counts, one point per label, the label under attribute `key`."""
+
+    def read(owner: Any, component: dict[str, str]) -> Reading:
+        counts: Mapping[str, int] = getattr(getattr(owner, source)(), field)
+        return [(count, {**component, key: label}) for label, count in counts.items()]
+
+    return read
 
 
 # -- instruments -------------------------------------------------------------
@@ -182,52 +233,50 @@ class HasTraceStoreCounts(Protocol):
 def register_trace_store_instruments(
     meter_provider: MeterProvider | None, store: HasTraceStoreCounts, component: Mapping[str, str]
 ) -> None:
-    """Create the trace store's instruments, each read from `store.stats()` when collected."""
-    meter = get_meter(meter_provider)
-    base = dict(component)
+    """Report `store` through the trace store instruments, read from `store.stats()`."""
+    _join(meter_provider, "trace_store", store, component, _create_trace_store_instruments)
 
-    def by(key: str, counts: Mapping[str, int]) -> list[tuple[int, Mapping[str, Any]]]:
-        return [(value, {**base, key: reason}) for reason, value in counts.items()]
 
+def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> None:
     meter.create_observable_up_down_counter(
         TRACE_STORE_TRACES,
-        callbacks=[observe(store, lambda s: [(s.stats().traces, base)])],
+        callbacks=[_callback(owners, _count("traces"))],
         unit="{trace}",
         description="Traces held by the trace store.",
     )
     meter.create_observable_up_down_counter(
         TRACE_STORE_SPANS,
-        callbacks=[observe(store, lambda s: [(s.stats().spans, base)])],
+        callbacks=[_callback(owners, _count("spans"))],
         unit="{span}",
         description="Spans held by the trace store, composite spans counted once.",
     )
     meter.create_observable_up_down_counter(
         TRACE_STORE_CAPACITY,
-        callbacks=[observe(store, lambda s: [(s.stats().max_traces, base)])],
+        callbacks=[_callback(owners, _count("max_traces"))],
         unit="{trace}",
         description="Most traces the trace store holds before evicting the oldest.",
     )
     meter.create_observable_counter(
         TRACE_STORE_EVICTIONS,
-        callbacks=[observe(store, lambda s: by(EVICTION_REASON, s.stats().evictions_by_reason))],
+        callbacks=[_callback(owners, _counts_by("evictions_by_reason", EVICTION_REASON))],
         unit="{trace}",
         description="Whole traces evicted, by reason: max_traces, max_spans or ttl.",
     )
     meter.create_observable_counter(
         TRACE_STORE_SPANS_DROPPED,
-        callbacks=[observe(store, lambda s: by(DROP_REASON, s.stats().drops_by_reason))],
+        callbacks=[_callback(owners, _counts_by("drops_by_reason", DROP_REASON))],
         unit="{span}",
         description="Spans not stored, by reason: max_spans_per_trace, max_spans or error.",
     )
     meter.create_observable_counter(
         TRACE_STORE_COMPACTIONS,
-        callbacks=[observe(store, lambda s: [(s.stats().compactions, base)])],
+        callbacks=[_callback(owners, _count("compactions"))],
         unit="{trace}",
         description="Compaction passes over a trace that merged at least one span.",
     )
     meter.create_observable_counter(
         TRACE_STORE_SPANS_COMPACTED,
-        callbacks=[observe(store, lambda s: [(s.stats().spans_compacted, base)])],
+        callbacks=[_callback(owners, _count("spans_compacted"))],
         unit="{span}",
         description="Spans merged away into composite spans.",
     )
@@ -262,32 +311,26 @@ class HasTokenCounts(Protocol):
 def register_token_instruments(
     meter_provider: MeterProvider | None, provider: HasTokenCounts, component: Mapping[str, str]
 ) -> None:
-    """Create a token provider's instruments, read from `provider.telemetry_counts()`."""
-    meter = get_meter(meter_provider)
-    base = dict(component)
+    """Report `provider` through the token instruments, read from `telemetry_counts()`."""
+    _join(meter_provider, "token_provider", provider, component, _create_token_instruments)
+
+
+def _create_token_instruments(meter: metrics.Meter, owners: Owners) -> None:
     meter.create_observable_up_down_counter(
         TOKEN_REVOCATIONS,
-        callbacks=[observe(provider, lambda p: [(p.telemetry_counts().revocations, base)])],
+        callbacks=[_callback(owners, _count("revocations", "telemetry_counts"))],
         unit="{revocation}",
         description="Revocation entries held (token ids and per-principal cut-offs).",
     )
     meter.create_observable_counter(
         TOKEN_REVOCATIONS_SWEPT,
-        callbacks=[observe(provider, lambda p: [(p.telemetry_counts().swept, base)])],
+        callbacks=[_callback(owners, _count("swept", "telemetry_counts"))],
         unit="{revocation}",
         description="Revocation entries removed by sweeps once their token expired.",
     )
     meter.create_observable_counter(
         TOKEN_VERIFICATIONS,
-        callbacks=[
-            observe(
-                provider,
-                lambda p: [
-                    (count, {**base, OUTCOME: outcome})
-                    for outcome, count in p.telemetry_counts().verifications.items()
-                ],
-            )
-        ],
+        callbacks=[_callback(owners, _counts_by("verifications", OUTCOME, "telemetry_counts"))],
         unit="{verification}",
         description="Token verifications, by outcome.",
     )
@@ -311,40 +354,42 @@ class HasApprovalCounts(Protocol):
 def register_approval_instruments(
     meter_provider: MeterProvider | None, ledger: HasApprovalCounts, component: Mapping[str, str]
 ) -> None:
-    """Create an approval ledger's instruments, read from `ledger.telemetry_counts()`."""
-    meter = get_meter(meter_provider)
-    base = dict(component)
+    """Report `ledger` through the approval instruments, read from `telemetry_counts()`."""
+    _join(meter_provider, "approval_ledger", ledger, component, _create_approval_instruments)
+
+
+def _read_decisions(ledger: Any, component: dict[str, str]) -> Reading:
+    decisions: Mapping[tuple[str, str], int] = ledger.telemetry_counts().decisions
+    return [
+        (count, {**component, OUTCOME: outcome, APPROVAL_REASON_CODE: reason})
+        for (outcome, reason), count in decisions.items()
+    ]
+
+
+def _read_grants(ledger: Any, component: dict[str, str]) -> Reading:
+    counts = ledger.telemetry_counts()
+    return [
+        (counts.live, {**component, APPROVAL_STATUS: "live"}),
+        (counts.terminal, {**component, APPROVAL_STATUS: "terminal"}),
+    ]
+
+
+def _create_approval_instruments(meter: metrics.Meter, owners: Owners) -> None:
     meter.create_observable_counter(
         APPROVAL_DECISIONS,
-        callbacks=[
-            observe(
-                ledger,
-                lambda led: [
-                    (count, {**base, OUTCOME: outcome, APPROVAL_REASON_CODE: reason})
-                    for (outcome, reason), count in led.telemetry_counts().decisions.items()
-                ],
-            )
-        ],
+        callbacks=[_callback(owners, _read_decisions)],
         unit="{decision}",
         description="Approval operations decided, by outcome and reason code.",
     )
     meter.create_observable_up_down_counter(
         APPROVAL_GRANTS,
-        callbacks=[
-            observe(
-                ledger,
-                lambda led: [
-                    (led.telemetry_counts().live, {**base, APPROVAL_STATUS: "live"}),
-                    (led.telemetry_counts().terminal, {**base, APPROVAL_STATUS: "terminal"}),
-                ],
-            )
-        ],
+        callbacks=[_callback(owners, _read_grants)],
         unit="{grant}",
         description="Approval grants held: live (pending or granted) and terminal (retained).",
     )
     meter.create_observable_counter(
         APPROVAL_EVICTIONS,
-        callbacks=[observe(ledger, lambda led: [(led.telemetry_counts().evictions, base)])],
+        callbacks=[_callback(owners, _count("evictions", "telemetry_counts"))],
         unit="{grant}",
         description="Terminal approval grants evicted after their retention period.",
     )

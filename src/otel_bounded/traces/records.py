@@ -1,8 +1,9 @@
 """Compact span records: what the trace store keeps instead of `ReadableSpan` objects.
 
-A record is a tuple of primitives: the numeric fields packed into one bytes
-object, the name, an interned tuple of attribute keys, a tuple of attribute
-values, and ``None`` where a span has nothing unusual (no events, links,
+A record is a tuple of primitives: span id, parent span id, start and end
+times, one int of packed small fields (kind, status code, trace flags, remote
+bits, resource and scope indexes), the name, an interned tuple of attribute
+keys, a tuple of attribute values, and ``None`` where a span has nothing unusual (no events, links,
 status description, trace state or dropped counts). Tuples of primitives are
 untracked by the garbage collector, so a full store does not slow every
 collection of the application. `decode` rebuilds a faithful `ReadableSpan`.
@@ -10,8 +11,7 @@ collection of the application. `decode` rebuilds a faithful `ReadableSpan`.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry.attributes import BoundedAttributes
@@ -24,24 +24,27 @@ from opentelemetry.trace.status import Status, StatusCode
 
 __all__ = ["Extra", "Interner", "Record", "SpanEncoder", "decode"]
 
-# span_id, parent span_id, start, end (ns; -1 for None), meta bits.
-_NUMBERS = struct.Struct("<QQqqQ")
-_pack = _NUMBERS.pack
-
-# meta bits: kind 0-2, status 3-4, flags 5-12, parent flags 13-20, is_remote 21,
-# parent is_remote 22, has parent 23, resource index 24-39, scope index 40-55.
+# Bits of the packed small fields: kind 0-2, status 3-4, flags 5-12, parent flags
+# 13-20, is_remote 21, parent is_remote 22, has parent 23, resource index 24-39,
+# scope index 40-55.
 _NO_INDEX = 0xFFFF
-_MAX_INTERNED = 0xFFFF
+# Distinct resources and scopes interned per store; any further one is kept in
+# its span's record instead, so it is freed with the span.
+_MAX_INTERNED = 256
 _MAX_KEY_TUPLES = 4096
 
 _KINDS = tuple(SpanKind)
 _KIND_CODES = {id(kind): index for index, kind in enumerate(_KINDS)}
 _STATUS_CODES_BY_INDEX = tuple(StatusCode)
-_STATUS_CODES = {id(code): index for index, code in enumerate(_STATUS_CODES_BY_INDEX)}
+_STATUS_CODES = {id(code): index << 3 for index, code in enumerate(_STATUS_CODES_BY_INDEX)}
+_HAS_PARENT = 1 << 23
 _UNSET = Status(StatusCode.UNSET)
 _EMPTY_STATE = TraceState()
 
-Record = tuple[bytes, str, tuple[str, ...], tuple[Any, ...], "Extra | None"]
+Record = tuple[
+    int, int, "int | None", "int | None", int, str, tuple[str, ...], tuple[Any, ...], "Extra | None"
+]
+_Encoded = tuple[int, Record]
 
 
 class Extra(NamedTuple):
@@ -87,66 +90,71 @@ class Interner:
 
 
 class SpanEncoder:
-    """Turns ended spans into records; one per store, owned under the store's lock."""
+    """Turns ended spans into records; one per store, used under the store's lock."""
 
-    __slots__ = ("_key_tuples", "resources", "scopes")
+    __slots__ = ("encode", "resources", "scopes")
 
     def __init__(self) -> None:
         self.resources = Interner()
         self.scopes = Interner()
-        self._key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.encode = _make_encode(self.resources, self.scopes)
+        """`encode(span) -> (trace_id, record)`."""
 
-    def encode(self, span: ReadableSpan) -> tuple[int, Record]:
-        """The span's trace id and its record."""
-        # Private fields are read directly: this runs for every span.
+
+def _make_encode(resources: Interner, scopes: Interner) -> Callable[[ReadableSpan], _Encoded]:
+    # A closure: this runs for every span, and closure variables are read
+    # faster than attributes. Private span fields are read for the same reason.
+    key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+    kind_codes = _KIND_CODES
+    status_codes = _STATUS_CODES
+    bounded_attributes = BoundedAttributes
+    bounded_list = BoundedList
+
+    def encode(span: ReadableSpan) -> _Encoded:
         trace_id, span_id, is_remote, flags, state, _ = span._context  # type: ignore[misc]
         parent = span._parent
-        if parent is not None:
-            parent_id = parent[1]
-            meta = (int(parent[3]) << 13) | (parent[2] << 22) | (1 << 23)
-        else:
-            parent_id = 0
-            meta = 0
         status = span._status
-        meta |= (
-            _KIND_CODES[id(span._kind)]
-            | (_STATUS_CODES[id(status._status_code)] << 3)
-            | (int(flags) << 5)
+        meta = (
+            kind_codes[id(span._kind)]
+            | status_codes[id(status._status_code)]
+            | (flags << 5)
             | (is_remote << 21)
         )
-        resources = self.resources
+        if parent is not None:
+            meta |= (parent[3] << 13) | (parent[2] << 22) | _HAS_PARENT
+            parent_id = parent[1]
+        else:
+            parent_id = 0
         resource = span._resource
         resource_index = (
             resources.last_index if resource is resources.last_object else resources.index(resource)
         )
-        scopes = self.scopes
         scope = span._instrumentation_scope
         scope_index = scopes.last_index if scope is scopes.last_object else scopes.index(scope)
         meta |= (resource_index << 24) | (scope_index << 40)
 
         attributes = span._attributes
         dropped_attributes = 0
-        if not attributes:
-            keys: tuple[str, ...] = ()
-            values: tuple[Any, ...] = ()
-        else:
-            if attributes.__class__ is BoundedAttributes:
-                dropped_attributes = attributes.dropped
-                attributes = attributes._dict
+        if attributes.__class__ is bounded_attributes:
+            dropped_attributes = attributes.dropped  # type: ignore[union-attr]
+            attributes = attributes._dict  # type: ignore[union-attr]
+        if attributes:
             keys = tuple(attributes)
-            interned = self._key_tuples.get(keys)
+            interned = key_tuples.get(keys)
             if interned is not None:
                 keys = interned
-            elif len(self._key_tuples) < _MAX_KEY_TUPLES:
-                self._key_tuples[keys] = keys
+            elif len(key_tuples) < _MAX_KEY_TUPLES:
+                key_tuples[keys] = keys
             values = tuple(attributes.values())
+        else:
+            keys = values = ()
 
         events = span._events
         links = span._links
         extra = None
         if (
-            (events._dq if events.__class__ is BoundedList else events)  # type: ignore[attr-defined]
-            or (links._dq if links.__class__ is BoundedList else links)  # type: ignore[attr-defined]
+            (events._dq if events.__class__ is bounded_list else events)  # type: ignore[attr-defined]
+            or (links._dq if links.__class__ is bounded_list else links)  # type: ignore[attr-defined]
             or dropped_attributes
             or status._description
             or (state is not None and state._dict)
@@ -161,25 +169,27 @@ class SpanEncoder:
                 span.dropped_events,
                 span.dropped_links,
                 state if state is not None and len(state) else None,
-                span._resource if resource_index == _NO_INDEX else None,
-                span._instrumentation_scope if scope_index == _NO_INDEX else None,
+                resource if resource_index == _NO_INDEX else None,
+                scope if scope_index == _NO_INDEX else None,
             )
-        start = span._start_time
-        end = span._end_time
-        numbers = _pack(
+        return trace_id, (
             span_id,
             parent_id,
-            -1 if start is None else start,
-            -1 if end is None else end,
+            span._start_time,
+            span._end_time,
             meta,
+            span._name,
+            keys,
+            values,
+            extra,
         )
-        return trace_id, (numbers, span._name, keys, values, extra)
+
+    return encode
 
 
 def decode(trace_id: int, record: Record, encoder: SpanEncoder) -> ReadableSpan:
     """A `ReadableSpan` equal, for every exporter, to the span the record was made from."""
-    numbers, name, keys, values, extra = record
-    span_id, parent_id, start, end, meta = _NUMBERS.unpack(numbers)
+    span_id, parent_id, start, end, meta, name, keys, values, extra = record
     flags = TraceFlags((meta >> 5) & 0xFF)
     state = extra.trace_state if extra is not None and extra.trace_state is not None else None
     context = SpanContext(
@@ -229,8 +239,8 @@ def decode(trace_id: int, record: Record, encoder: SpanEncoder) -> ReadableSpan:
         links=links,
         kind=_KINDS[meta & 0b111],
         status=status,
-        start_time=None if start == -1 else start,
-        end_time=None if end == -1 else end,
+        start_time=start,
+        end_time=end,
         instrumentation_scope=scope,
     )
 

@@ -124,6 +124,7 @@ class TraceStore(SpanProcessor):
             on_evict=self._on_evict,
         )
         self._encoder = SpanEncoder()
+        self._encode = self._encoder.encode
         self._lock = threading.Lock()
         self._received = 0
         self._drops = {
@@ -132,8 +133,8 @@ class TraceStore(SpanProcessor):
             DropReason.ERROR: 0,
         }
         self._shutdown = False
-        # A first eviction or drop noted under the lock, logged once after it is released.
-        self._pending_warning: tuple[str, str] | None = None
+        # First evictions and drops noted under the lock, logged after it is released.
+        self._pending_warnings: list[tuple[str, str]] = []
         self._warned: set[str] = set()
         self.component = telemetry.component_attributes(_COMPONENT_TYPE)
         reinit_after_fork(self._at_fork_reinit)
@@ -142,14 +143,18 @@ class TraceStore(SpanProcessor):
     @classmethod
     def from_env(cls, **overrides: Any) -> TraceStore:
         """A store configured from the ``OTEL_BOUNDED_TRACE_*`` variables; arguments win."""
-        settings: dict[str, Any] = {
-            "max_traces": config.read(config.TRACE_MAX_TRACES),
-            "max_spans": config.read(config.TRACE_MAX_SPANS),
-            "max_spans_per_trace": config.read(config.TRACE_MAX_SPANS_PER_TRACE),
-            "ttl_seconds": config.read(config.TRACE_TTL_SECONDS),
+        variables = {
+            "max_traces": config.TRACE_MAX_TRACES,
+            "max_spans": config.TRACE_MAX_SPANS,
+            "max_spans_per_trace": config.TRACE_MAX_SPANS_PER_TRACE,
+            "ttl_seconds": config.TRACE_TTL_SECONDS,
         }
-        settings.update(overrides)
-        return cls(**settings)
+        settings = {
+            argument: config.read(variable)
+            for argument, variable in variables.items()
+            if argument not in overrides
+        }
+        return cls(**settings, **overrides)
 
     # -- SpanProcessor ---------------------------------------------------
 
@@ -162,7 +167,7 @@ class TraceStore(SpanProcessor):
         try:
             with self._lock:
                 self._received += 1
-                trace_id, record = self._encoder.encode(span)
+                trace_id, record = self._encode(span)
                 traces = self._traces
                 records = traces.grow(trace_id)
                 if records is None:
@@ -178,8 +183,8 @@ class TraceStore(SpanProcessor):
                     records.append(record)  # type: ignore[union-attr]
         except Exception:  # never raise into the application
             self._count_error()
-        if self._pending_warning is not None:
-            self._flush_warning()
+        if self._pending_warnings:
+            self._flush_warnings()
 
     def shutdown(self) -> None:
         """Stop recording; what is held stays readable."""
@@ -195,14 +200,14 @@ class TraceStore(SpanProcessor):
         with self._lock:
             self._traces.expire()
             held = len(self._traces)
-        self._flush_warning()
+        self._flush_warnings()
         return held
 
     def __contains__(self, trace_id: object) -> bool:
         key = _trace_key(trace_id)
         with self._lock:
             held = self._traces.get(key) is not None
-        self._flush_warning()
+        self._flush_warnings()
         return held
 
     def trace_ids(self) -> tuple[int, ...]:
@@ -210,7 +215,7 @@ class TraceStore(SpanProcessor):
         with self._lock:
             self._traces.expire()
             ids = tuple(self._traces)
-        self._flush_warning()
+        self._flush_warnings()
         return ids
 
     def get(self, trace_id: int | str) -> tuple[ReadableSpan, ...]:
@@ -220,7 +225,7 @@ class TraceStore(SpanProcessor):
             trace = self._traces.get(key)
             records = tuple(trace) if trace is not None else ()
             evicted = sum(self._traces.evictions.values())
-        self._flush_warning()
+        self._flush_warnings()
         if trace is None:
             raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
         encoder = self._encoder
@@ -235,7 +240,7 @@ class TraceStore(SpanProcessor):
     def stats(self) -> TraceStoreStats:
         """Counts at this moment, expired traces removed first."""
         stats = self._stats()
-        self._flush_warning()
+        self._flush_warnings()
         return stats
 
     def _stats(self) -> TraceStoreStats:
@@ -259,8 +264,13 @@ class TraceStore(SpanProcessor):
             )
 
     def clear(self) -> None:
-        """Forget every held trace; counts of past evictions and drops are kept."""
+        """Forget every held trace; counts of past evictions and drops are kept.
+
+        Spans removed here leave `received_spans` too, so that received = held
+        + evicted + dropped still holds.
+        """
         with self._lock:
+            self._received -= self._traces.weight
             self._traces.clear()
 
     def export_to(
@@ -292,7 +302,7 @@ class TraceStore(SpanProcessor):
         self._drops[reason] += 1
         if reason not in self._warned:
             self._warned.add(reason)
-            self._pending_warning = ("drop", reason)
+            self._pending_warnings.append(("drop", reason))
 
     def _count_error(self) -> None:
         with self._lock:
@@ -301,42 +311,54 @@ class TraceStore(SpanProcessor):
     def _on_evict(self, _trace_id: int, _records: list[Record], reason: str) -> None:
         # Only the first eviction is logged; later ones are counted by the core alone.
         self._traces.on_evict = None
-        self._pending_warning = ("evict", _REASONS[reason])
+        self._pending_warnings.append(("evict", _REASONS[reason]))
 
-    def _flush_warning(self) -> None:
-        if self._pending_warning is None:
+    def _flush_warnings(self) -> None:
+        """Log the first eviction and first drops noted under the lock, outside it."""
+        if not self._pending_warnings:
             return
         with self._lock:
-            pending, self._pending_warning = self._pending_warning, None
-            stats_traces, stats_spans = len(self._traces), self._traces.weight
-        if pending is None:
-            return
-        kind, reason = pending
-        variable, argument = _REMEDY[reason]
+            pending, self._pending_warnings = self._pending_warnings, []
+            held_traces, held_spans = len(self._traces), self._traces.weight
         name = self.component[telemetry.COMPONENT_NAME]
-        if kind == "evict":
-            telemetry.logger.warning(
-                "TraceStore %s evicted its first trace (reason %s; holding %d traces, %d spans). "
-                "The least recently active traces are now evicted to stay within the cap; "
-                "raise %s (or %s=) to keep more. Further evictions are counted in %s, not logged.",
-                name,
-                reason,
-                stats_traces,
-                stats_spans,
-                variable.name,
-                argument,
-                telemetry.TRACE_STORE_EVICTIONS,
-            )
-        else:
-            telemetry.logger.warning(
-                "TraceStore %s dropped its first span (reason %s). Raise %s (or %s=) to keep "
-                "more. Further drops are counted in %s, not logged.",
-                name,
-                reason,
-                variable.name,
-                argument,
-                telemetry.TRACE_STORE_SPANS_DROPPED,
-            )
+        for kind, reason in pending:
+            variable, argument = _REMEDY[reason]
+            if kind == "drop":
+                telemetry.logger.warning(
+                    "TraceStore %s dropped its first span (reason %s). Raise %s (or %s=) to "
+                    "keep more. Further drops are counted in %s, not logged.",
+                    name,
+                    reason,
+                    variable.name,
+                    argument,
+                    telemetry.TRACE_STORE_SPANS_DROPPED,
+                )
+            elif reason == TraceEvictionReason.TTL:
+                telemetry.logger.warning(
+                    "TraceStore %s expired its first trace (idle for ttl_seconds; holding %d "
+                    "traces, %d spans). Raise %s (or %s=) to keep idle traces longer. Further "
+                    "evictions are counted in %s, not logged.",
+                    name,
+                    held_traces,
+                    held_spans,
+                    variable.name,
+                    argument,
+                    telemetry.TRACE_STORE_EVICTIONS,
+                )
+            else:
+                telemetry.logger.warning(
+                    "TraceStore %s evicted its first trace (reason %s; holding %d traces, %d "
+                    "spans). The least recently active traces are now evicted to stay within "
+                    "the cap; raise %s (or %s=) to keep more. Further evictions are counted in "
+                    "%s, not logged.",
+                    name,
+                    reason,
+                    held_traces,
+                    held_spans,
+                    variable.name,
+                    argument,
+                    telemetry.TRACE_STORE_EVICTIONS,
+                )
 
     def _at_fork_reinit(self) -> None:
         self._lock = threading.Lock()
