@@ -181,7 +181,8 @@ def test_get_rebuilds_faithful_readable_spans() -> None:
     assert rebuilt_child.instrumentation_scope is not None
     assert rebuilt_child.instrumentation_scope.name == "tests.scope"
     assert rebuilt_child.instrumentation_scope.version == "1.2.3"
-    assert rebuilt_child.start_time is not None and rebuilt_child.end_time is not None
+    assert rebuilt_child.start_time is not None
+    assert rebuilt_child.end_time is not None
     assert rebuilt_child.start_time <= rebuilt_child.end_time
     assert rebuilt_root.parent is None
     assert rebuilt_root.kind is SpanKind.SERVER

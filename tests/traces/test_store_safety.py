@@ -19,7 +19,6 @@ from otel_bounded import TraceStore
 from tests.support import FakeClock
 from tests.traces.helpers import make_trace, tracer_for
 
-
 RESOURCE = Resource({"service.name": "synthetic"})
 
 
