@@ -6,6 +6,15 @@ its docstring. Metric, span and attribute names are in `otel_bounded.telemetry`,
 `otel_bounded.errors`.
 """
 
+from otel_bounded.approvals import (
+    ApprovalAudit,
+    ApprovalGrant,
+    ApprovalLedger,
+    ApprovalOutcome,
+    ApprovalScope,
+    ApprovalStatus,
+    DelegationHop,
+)
 from otel_bounded.core import BoundedStore, EvictionReason
 from otel_bounded.errors import (
     ApprovalError,
@@ -22,9 +31,16 @@ from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, Tra
 from otel_bounded.version import __version__
 
 __all__ = [
+    "ApprovalAudit",
     "ApprovalError",
+    "ApprovalGrant",
+    "ApprovalLedger",
+    "ApprovalOutcome",
     "ApprovalReason",
+    "ApprovalScope",
+    "ApprovalStatus",
     "BoundedStore",
+    "DelegationHop",
     "DropReason",
     "EvictionReason",
     "RevocationStoreUnavailable",

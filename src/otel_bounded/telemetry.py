@@ -391,5 +391,5 @@ def _create_approval_instruments(meter: metrics.Meter, owners: Owners) -> None:
         APPROVAL_EVICTIONS,
         callbacks=[_callback(owners, _count("evictions", "telemetry_counts"))],
         unit="{grant}",
-        description="Terminal approval grants evicted after their retention period.",
+        description="Terminal approval grants evicted: retention passed or max_terminal reached.",
     )

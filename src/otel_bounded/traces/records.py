@@ -136,8 +136,8 @@ def _make_encode(resources: Interner, scopes: Interner) -> Callable[[ReadableSpa
         attributes = span._attributes
         dropped_attributes = 0
         if attributes.__class__ is bounded_attributes:
-            dropped_attributes = attributes.dropped  # type: ignore[union-attr]
-            attributes = attributes._dict  # type: ignore[union-attr]
+            dropped_attributes = attributes.dropped
+            attributes = attributes._dict
         if attributes:
             keys = tuple(attributes)
             interned = key_tuples.get(keys)
