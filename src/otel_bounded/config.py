@@ -225,13 +225,15 @@ def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
     setting = resolve(variable, environ)
     if setting.ignored is not None:
         shown = "<redacted>" if variable.secret else repr(setting.ignored)
+        # A parser's reason may quote the value it refused: never a secret's.
+        reason = "invalid value" if variable.secret else setting.reason
         if variable.strict:
-            raise ValueError(f"{variable.name}={shown} is invalid: {setting.reason}")
+            raise ValueError(f"{variable.name}={shown} is invalid: {reason}")
         _logger.warning(
             "%s=%s is invalid (%s; expected %s); using %r",
             variable.name,
             shown,
-            setting.reason,
+            reason,
             variable.range,
             setting.value,
         )
