@@ -27,6 +27,15 @@ from otel_bounded.errors import (
     TokenScopeError,
     TraceNotFound,
 )
+from otel_bounded.tokens import (
+    CapabilityToken,
+    HMACTokenProvider,
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    SQLiteRevocationStore,
+    open_revocation_store,
+)
 from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
 from otel_bounded.version import __version__
 
@@ -40,10 +49,16 @@ __all__ = [
     "ApprovalScope",
     "ApprovalStatus",
     "BoundedStore",
+    "CapabilityToken",
     "DelegationHop",
     "DropReason",
     "EvictionReason",
+    "HMACTokenProvider",
+    "MemoryRevocationStore",
+    "RedisRevocationStore",
+    "RevocationStore",
     "RevocationStoreUnavailable",
+    "SQLiteRevocationStore",
     "TokenError",
     "TokenExpired",
     "TokenInvalid",
@@ -54,4 +69,5 @@ __all__ = [
     "TraceStore",
     "TraceStoreStats",
     "__version__",
+    "open_revocation_store",
 ]

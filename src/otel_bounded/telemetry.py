@@ -282,6 +282,13 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
     )
 
 
+class SweepTrigger:
+    """Values of ``otel_bounded.sweep.trigger`` on the sweep span."""
+
+    MANUAL = "manual"
+    INTERVAL = "interval"
+
+
 class VerificationOutcome:
     """Values of ``otel_bounded.outcome`` on the token verifications metric."""
 

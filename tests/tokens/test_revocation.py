@@ -1,0 +1,376 @@
+"""Revocations are kept exactly until the tokens they block expire, then swept."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from otel_bounded.errors import TokenInvalid, TokenRevoked
+from otel_bounded.telemetry import SPAN_TOKEN_SWEEP, SWEEP_REMOVED, SWEEP_TRIGGER
+from otel_bounded.tokens import HMACTokenProvider, MemoryRevocationStore, SQLiteRevocationStore
+from tests.support import FakeClock
+from tests.tokens.helpers import SECRET, Telemetry
+
+ALICE = {"expected_principal_id": "alice", "expected_capability_id": "read"}
+
+
+def assert_revoked(provider: HMACTokenProvider, token: object, principal: str = "alice") -> None:
+    with pytest.raises(TokenRevoked):
+        provider.verify(
+            token,  # type: ignore[arg-type]
+            expected_principal_id=principal,
+            expected_capability_id="read",
+        )
+
+
+@pytest.mark.parametrize("form", ["token", "encoded", "token_id"])
+def test_revoke_takes_a_token_its_text_or_its_id(provider: HMACTokenProvider, form: str) -> None:
+    token = provider.issue("read", "alice")
+    other = provider.issue("read", "alice")
+    handle = {"token": token, "encoded": token.encode(), "token_id": token.token_id}[form]
+
+    assert provider.revoke(handle) is True
+    assert provider.revoke(handle) is False
+    assert_revoked(provider, token)
+    assert_revoked(provider, token.encode())
+    provider.verify(other, **ALICE)
+
+
+def test_revoked_unexpired_token_fails_after_sweep(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    token = provider.issue("read", "alice", ttl_seconds=600)
+    provider.revoke(token)
+
+    for _ in range(20):
+        clock.advance(29.99)  # 599.8 s in all: every sweep happens before expiry
+        provider.sweep()
+        assert_revoked(provider, token)
+    assert provider.revocation_count == 1
+
+
+def test_revocation_entry_is_kept_exactly_until_its_token_expires(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    token = provider.issue("read", "alice", ttl_seconds=600)
+    provider.revoke(token)
+
+    clock.now = token.expires_at - 1e-6
+    assert provider.sweep() == 0
+    assert provider.revocation_count == 1
+    assert_revoked(provider, token)
+    clock.now = token.expires_at
+    assert provider.sweep() == 1
+    assert provider.revocation_count == 0
+
+
+def test_revoking_a_known_id_keeps_it_only_until_that_token_expires(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    token = provider.issue("read", "alice", ttl_seconds=60)
+
+    provider.revoke(token.token_id)
+
+    clock.now = token.expires_at
+    assert provider.sweep() == 1
+
+
+def test_revoking_an_unknown_id_keeps_it_for_max_ttl(clock: FakeClock, tmp_path: Path) -> None:
+    """Another replica issued it: it can expire no later than now + max_ttl_seconds."""
+    database = tmp_path / "revocations.db"
+    issuer = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    revoker = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    token = issuer.issue("read", "alice", ttl_seconds=86_400)
+    clock.advance(10)
+
+    assert revoker.revoke(token.token_id) is True
+
+    assert_revoked(issuer, token)
+    clock.now = token.expires_at - 1e-3
+    revoker.sweep()
+    assert_revoked(issuer, token)
+    clock.now = token.issued_at + 10 + 86_400
+    assert revoker.sweep() == 1
+
+
+def test_revoking_an_expired_token_keeps_nothing(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    token = provider.issue("read", "alice", ttl_seconds=60)
+    clock.now = token.expires_at
+
+    assert provider.revoke(token) is False
+    assert provider.revoke(token.encode()) is False
+    assert provider.revocation_count == 0
+
+
+@pytest.mark.parametrize("handle", ["otb1.not.a.token", "short", "has spaces in it ok?", 7, None])
+def test_revoke_refuses_what_is_not_a_token(provider: HMACTokenProvider, handle: object) -> None:
+    with pytest.raises(TokenInvalid):
+        provider.revoke(handle)  # type: ignore[arg-type]
+    assert provider.revocation_count == 0
+
+
+def test_revoking_a_forged_token_text_is_refused(provider: HMACTokenProvider) -> None:
+    """A forged text could otherwise plant a short expiry for a real token's id."""
+    text = provider.issue("read", "alice").encode()
+    forged = text[:-2] + ("AA" if not text.endswith("AA") else "BB")
+
+    with pytest.raises(TokenInvalid):
+        provider.revoke(forged)
+
+
+def test_revoke_all_counts_live_tokens_issued_here_and_blocks_them(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    live = [provider.issue("read", "alice", ttl_seconds=600) for _ in range(3)]
+    expired = provider.issue("read", "alice", ttl_seconds=1)
+    already = provider.issue("read", "alice", ttl_seconds=600)
+    bob = provider.issue("read", "bob")
+    provider.revoke(already)
+    clock.advance(5)
+
+    assert provider.revoke_all("alice") == 3
+
+    for token in [*live, already]:
+        assert_revoked(provider, token)
+    provider.verify(bob, expected_principal_id="bob", expected_capability_id="read")
+    assert provider.revoke_all("alice") == 0
+    assert provider.revoke(live[0]) is False
+    # Two ids and the cut-off: an id is recorded even under a cut-off, in case that
+    # cut-off came from a replica misconfigured with a shorter max_ttl.
+    assert provider.revocation_count == 3
+    assert provider.revoke_all("alice") == 0
+    del expired
+
+
+def test_revoke_all_blocks_tokens_other_replicas_issued_before_it(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    database = tmp_path / "revocations.db"
+    replica = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    admin = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    token = replica.issue("read", "alice")
+    clock.advance(1)
+
+    assert admin.revoke_all("alice") == 0  # admin issued none of them
+
+    assert_revoked(replica, token)
+    assert_revoked(admin, token)
+
+
+def test_tokens_issued_after_revoke_all_verify_even_at_the_same_clock_reading(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    before = provider.issue("read", "alice")
+    provider.revoke_all("alice")
+
+    after = provider.issue("read", "alice")  # the clock has not moved
+
+    assert after.issued_at > before.issued_at
+    assert_revoked(provider, before)
+    provider.verify(after, **ALICE)
+
+
+def test_cutoff_compares_issued_at_at_full_precision(clock: FakeClock, tmp_path: Path) -> None:
+    database = tmp_path / "revocations.db"
+    issuer = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    admin = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    clock.now = 1_700_000_000.000001
+    at_cutoff = issuer.issue("read", "alice")
+    admin.revoke_all("alice")
+    clock.now = 1_700_000_000.000002
+    just_after = issuer.issue("read", "alice")
+
+    assert_revoked(issuer, at_cutoff)
+    issuer.verify(just_after, **ALICE)
+
+
+def test_revoke_all_still_blocks_a_token_when_the_clock_steps_back(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    token = provider.issue("read", "alice")
+    clock.advance(-30)
+
+    assert provider.revoke_all("alice") == 1
+
+    assert_revoked(provider, token)
+
+
+def test_cutoff_is_kept_for_max_ttl_then_swept(clock: FakeClock) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, max_ttl_seconds=600)
+    token = provider.issue("read", "alice", ttl_seconds=600)
+    provider.revoke_all("alice")
+
+    clock.now = token.expires_at - 1e-3
+    provider.sweep()
+    assert_revoked(provider, token)
+    assert provider.revocation_count == 1
+    clock.now = token.issued_at + 600
+    assert provider.sweep() == 1
+    assert provider.revocation_count == 0
+
+
+def test_revocation_count_holds_ids_and_cutoffs(provider: HMACTokenProvider) -> None:
+    for _ in range(3):
+        provider.revoke(provider.issue("read", "alice"))
+    provider.revoke_all("bob")
+    provider.revoke_all("carol")
+
+    assert provider.revocation_count == 5
+
+
+def test_expired_entries_are_eventually_removed_without_manual_sweeps(clock: FakeClock) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=30)
+    for _ in range(100):
+        provider.revoke(provider.issue("read", "alice", ttl_seconds=10))
+    provider.revoke_all("alice")
+    assert provider.revocation_count == 101
+
+    clock.advance(86_400 + 30)
+    provider.issue("read", "bob")  # any call runs the sweep once it is due
+
+    assert provider.revocation_count == 0
+
+
+def test_automatic_sweep_runs_on_the_first_call_once_the_interval_has_passed(
+    clock: FakeClock, otel: Telemetry
+) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=60, **otel.providers())
+    token = provider.issue("read", "alice", ttl_seconds=30)
+    provider.revoke(token)
+    clock.advance(59.9)
+    provider.verify(provider.issue("read", "alice"), **ALICE)
+    assert otel.spans(SPAN_TOKEN_SWEEP) == []
+
+    clock.advance(0.1)
+    provider.verify(provider.issue("read", "alice"), **ALICE)
+    provider.verify(provider.issue("read", "alice"), **ALICE)
+
+    sweeps = otel.spans(SPAN_TOKEN_SWEEP)
+    assert len(sweeps) == 1
+    assert sweeps[0].attributes is not None
+    assert sweeps[0].attributes[SWEEP_TRIGGER] == "interval"
+    assert sweeps[0].attributes[SWEEP_REMOVED] == 1
+    clock.advance(60)
+    provider.revoke(provider.issue("read", "alice"))
+    assert len(otel.spans(SPAN_TOKEN_SWEEP)) == 2
+
+
+@pytest.mark.parametrize("trigger", ["verify", "revoke", "revoke_all", "issue"])
+def test_every_entry_point_runs_a_due_sweep(
+    clock: FakeClock, otel: Telemetry, trigger: str
+) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=1, **otel.providers())
+    token = provider.issue("read", "alice", ttl_seconds=5)
+    provider.revoke(provider.issue("read", "alice", ttl_seconds=5))
+    clock.advance(5)
+
+    if trigger == "verify":
+        with pytest.raises(Exception):  # noqa: PT011 - the token expired; only the sweep matters
+            provider.verify(token, **ALICE)
+    elif trigger == "revoke":
+        provider.revoke(token)
+    elif trigger == "revoke_all":
+        provider.revoke_all("bob")
+    else:
+        provider.issue("read", "bob")
+
+    assert [s.attributes[SWEEP_REMOVED] for s in otel.spans(SPAN_TOKEN_SWEEP) if s.attributes] == [
+        1
+    ]
+
+
+def test_sweep_keeps_going_after_the_clock_steps_far_back(clock: FakeClock) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=60)
+    clock.advance(-3600)
+    token = provider.issue("read", "alice", ttl_seconds=10)
+    provider.revoke(token)
+    clock.advance(60)
+
+    provider.issue("read", "bob")
+
+    assert provider.revocation_count == 0
+
+
+def test_sweep_touches_only_the_entries_it_removes() -> None:
+    """Its cost follows what it removes: live entries are never hashed or compared."""
+
+    class CountingId(str):
+        touches = 0
+
+        def __hash__(self) -> int:
+            CountingId.touches += 1
+            return str.__hash__(self)
+
+        def __eq__(self, other: object) -> bool:
+            CountingId.touches += 1
+            return str.__eq__(self, other)
+
+    store = MemoryRevocationStore()
+    for index in range(2000):
+        store.revoke_token(f"expiring-{index:06d}", 100.0 + index, now=0.0)
+    for index in range(5000):
+        store.revoke_token(CountingId(f"live-{index:06d}"), 1e9, now=0.0)
+    CountingId.touches = 0
+
+    removed = store.sweep(now=100.0 + 1999)
+
+    assert removed == 2000
+    assert store.count() == 5000
+    assert CountingId.touches == 0
+
+
+def test_principal_index_never_outlives_its_tokens(clock: FakeClock) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock)
+    for index in range(500):
+        provider.issue("read", f"principal-{index}", ttl_seconds=60)
+    clock.advance(60)
+
+    provider.sweep()
+
+    assert provider._issued_by_principal == {}
+    assert len(provider._issued) == 0
+
+
+def test_memory_stays_bounded_under_grant_and_revoke_over_many_principals(
+    clock: FakeClock,
+) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, max_ttl_seconds=30, sweep_interval_seconds=5)
+
+    def one_second(round_index: int) -> None:
+        for index in range(20):
+            principal = f"user-{round_index}-{index}"  # never seen again: many principals
+            token = provider.issue("read", principal, ttl_seconds=15)
+            if index % 2:
+                provider.revoke(token)
+            elif index % 5 == 0:
+                provider.revoke_all(principal)
+            else:
+                provider.verify(
+                    token.encode(), expected_principal_id=principal, expected_capability_id="read"
+                )
+        provider.revoke(f"unknown-token-id-{round_index:08d}")
+        clock.advance(1)
+
+    tracemalloc.start()
+    try:
+        for round_index in range(60):  # twice max_ttl: the state is as large as it gets
+            one_second(round_index)
+        gc.collect()
+        steady, _ = tracemalloc.get_traced_memory()
+        for round_index in range(60, 300):
+            one_second(round_index)
+        gc.collect()
+        later, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # Per second: 10 ids kept 15 s, 2 cut-offs and 1 unknown id kept 30 s, each
+    # possibly one sweep interval (5 s) longer.
+    assert provider.revocation_count <= 10 * (15 + 5) + 3 * (30 + 5)
+    # Unbounded, 240 more rounds would add ~7000 index entries and ~3000 revocations (> 2 MB).
+    assert later - steady < 256 * 1024, f"grew by {later - steady} bytes"
