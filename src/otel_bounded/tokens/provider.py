@@ -17,7 +17,6 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from otel_bounded import config, telemetry
-from otel_bounded.telemetry import SweepTrigger
 from otel_bounded.core import BoundedStore, Clock, reinit_after_fork, validate_clock
 from otel_bounded.errors import (
     RevocationStoreUnavailable,
@@ -26,6 +25,7 @@ from otel_bounded.errors import (
     TokenRevoked,
     TokenScopeError,
 )
+from otel_bounded.telemetry import SweepTrigger
 from otel_bounded.tokens.revocations import (
     MemoryRevocationStore,
     RevocationStore,

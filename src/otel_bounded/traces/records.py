@@ -22,7 +22,15 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-__all__ = ["Extra", "Interner", "Record", "SpanEncoder", "decode"]
+__all__ = [
+    "HAS_PARENT",
+    "PARENT_IS_REMOTE",
+    "Extra",
+    "Interner",
+    "Record",
+    "SpanEncoder",
+    "decode",
+]
 
 # Bits of the packed small fields: kind 0-2, status 3-4, flags 5-12, parent flags
 # 13-20, is_remote 21, parent is_remote 22, has parent 23, resource index 24-39,
@@ -37,7 +45,10 @@ _KINDS = tuple(SpanKind)
 _KIND_CODES = {id(kind): index for index, kind in enumerate(_KINDS)}
 _STATUS_CODES_BY_INDEX = tuple(StatusCode)
 _STATUS_CODES = {id(code): index << 3 for index, code in enumerate(_STATUS_CODES_BY_INDEX)}
-_HAS_PARENT = 1 << 23
+HAS_PARENT = 1 << 23
+"""Bit of a record's packed small fields: the span has a parent."""
+PARENT_IS_REMOTE = 1 << 22
+"""Bit of a record's packed small fields: the span's parent is remote (a local root)."""
 _UNSET = Status(StatusCode.UNSET)
 _EMPTY_STATE = TraceState()
 
@@ -121,7 +132,7 @@ def _make_encode(resources: Interner, scopes: Interner) -> Callable[[ReadableSpa
             | (is_remote << 21)
         )
         if parent is not None:
-            meta |= (parent[3] << 13) | (parent[2] << 22) | _HAS_PARENT
+            meta |= (parent[3] << 13) | (parent[2] << 22) | HAS_PARENT
             parent_id = parent[1]
         else:
             parent_id = 0
