@@ -15,6 +15,7 @@ from otel_bounded.approvals import (
     ApprovalStatus,
     DelegationHop,
 )
+from otel_bounded.configurator import get_trace_store
 from otel_bounded.core import BoundedStore, EvictionReason
 from otel_bounded.errors import (
     ApprovalError,
@@ -69,5 +70,6 @@ __all__ = [
     "TraceStore",
     "TraceStoreStats",
     "__version__",
+    "get_trace_store",
     "open_revocation_store",
 ]

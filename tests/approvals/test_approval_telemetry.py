@@ -311,3 +311,47 @@ def test_grant_repr_hides_the_token(ledger: ApprovalLedger) -> None:
     assert grant.token not in repr(grant)
     assert grant.token not in str(grant)
     assert grant.approval_id in repr(grant)
+
+
+@pytest.mark.parametrize(
+    "operation",
+    ["request", "approve", "deny_approver", "deny_reason", "revoke", "delegate_to", "delegate_by"],
+)
+def test_a_token_given_as_a_name_or_reason_is_refused_before_it_is_recorded(
+    operation: str,
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_bounded import ApprovalLedger, ApprovalScope
+    from tests.support import FakeClock
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ledger = ApprovalLedger(clock=FakeClock(), tracer_provider=provider)
+    scope = ApprovalScope(policy="release", action="deploy")
+    grant = ledger.request(scope, requested_by="agent", executor="runner", ttl_seconds=60)
+    token = grant.token
+    calls = {
+        "request": lambda: ledger.request(
+            scope, requested_by="agent", executor=token, ttl_seconds=60
+        ),
+        "approve": lambda: ledger.approve(token, approver=token),
+        "deny_approver": lambda: ledger.deny(token, approver=token, reason="no"),
+        "deny_reason": lambda: ledger.deny(token, approver="alice", reason=token),
+        "revoke": lambda: ledger.revoke(token, actor="alice", reason=token),
+        "delegate_to": lambda: ledger.delegate(token, by="runner", to=token, reason="r"),
+        "delegate_by": lambda: ledger.delegate(token, by=token, to="other", reason="r"),
+    }
+    if operation.startswith("delegate"):
+        ledger.approve(token, approver="alice")
+    with pytest.raises(ValueError, match="approval token was passed"):
+        calls[operation]()
+    for span in exporter.get_finished_spans():
+        for value in (span.attributes or {}).values():
+            assert token not in str(value)
+    # The grant is untouched: it still works for its real executor.
+    if operation.startswith("delegate"):
+        ledger.verify(token, scope, "runner")

@@ -207,7 +207,7 @@ class ApprovalLedger:
             issued.append(token)
             return grant
 
-        audit = self._run("request", requested_by, scope, decide)
+        audit = self._run("request", requested_by, scope, decide, given=(requested_by, executor))
         return ApprovalGrant(
             token=issued[0],
             approval_id=audit.approval_id,
@@ -243,7 +243,7 @@ class ApprovalLedger:
             self._live.put(grant.key, grant, expires_at=grant.expires_at)
             return grant
 
-        return self._run("approve", approver, None, decide)
+        return self._run("approve", approver, None, decide, given=(approver,))
 
     def deny(self, token: str, *, approver: str, reason: str) -> ApprovalAudit:
         """Refuse a pending request for good; the denial records `approver` and `reason`."""
@@ -255,7 +255,7 @@ class ApprovalLedger:
             self._close(grant, ApprovalStatus.DENIED, now, approver)
             return grant
 
-        return self._run("deny", approver, None, decide, reason=reason)
+        return self._run("deny", approver, None, decide, reason=reason, given=(approver, reason))
 
     def revoke(self, token: str, *, actor: str, reason: str = "") -> ApprovalAudit:
         """End a pending or granted approval for good; the revocation records `actor`."""
@@ -267,7 +267,7 @@ class ApprovalLedger:
             self._close(grant, ApprovalStatus.REVOKED, now, actor)
             return grant
 
-        return self._run("revoke", actor, None, decide, reason=reason)
+        return self._run("revoke", actor, None, decide, reason=reason, given=(actor, reason))
 
     def delegate(
         self,
@@ -355,7 +355,9 @@ class ApprovalLedger:
                 self._live.put(grant.key, grant, expires_at=expires_at)
             return grant
 
-        return self._run("delegate", by, None, decide, reason=reason)
+        return self._run(
+            "delegate", by, None, decide, reason=reason, given=(by, to, reason, session_id)
+        )
 
     # -- use -------------------------------------------------------------
 
@@ -412,6 +414,7 @@ class ApprovalLedger:
         *,
         reason: str = "",
         presented_scope: bool = False,
+        given: tuple[object, ...] = (),
     ) -> ApprovalAudit:
         # The span starts and ends outside the lock: its processors may export
         # synchronously, and no exporter should ever run under the ledger's lock.
@@ -422,6 +425,13 @@ class ApprovalLedger:
                 now = self._clock()
                 self._expire()
                 actor = self._shown(actor)
+                # A token given as a name or a reason (arguments out of order) would be
+                # recorded in the audit and spans of every later operation: refuse it.
+                if any(self._shown(text) is _REDACTED for text in given):
+                    raise ValueError(
+                        f"an approval token was passed to {operation}() as a name or a reason; "
+                        "check the order of the arguments"
+                    )
                 try:
                     grant = decide(now)
                 except _Refused as refused:

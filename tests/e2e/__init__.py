@@ -1,0 +1,1 @@
+"""End-to-end tests: real subprocesses, a real OTLP/gRPC receiver and real servers, on loopback."""
