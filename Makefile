@@ -30,6 +30,7 @@ ci: lint types test
 bench: $(STAMP)
 	$(BIN)/python bench/trace_store.py
 	$(BIN)/python bench/tokens.py
+	$(BIN)/python bench/compaction.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -38,6 +38,12 @@ from otel_bounded.tokens import (
     open_revocation_store,
 )
 from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.traces.compaction import (
+    CompactionPolicy,
+    CompactionResult,
+    compact_spans,
+    operation_totals,
+)
 from otel_bounded.version import __version__
 
 __all__ = [
@@ -51,6 +57,8 @@ __all__ = [
     "ApprovalStatus",
     "BoundedStore",
     "CapabilityToken",
+    "CompactionPolicy",
+    "CompactionResult",
     "DelegationHop",
     "DropReason",
     "EvictionReason",
@@ -70,6 +78,8 @@ __all__ = [
     "TraceStore",
     "TraceStoreStats",
     "__version__",
+    "compact_spans",
     "get_trace_store",
     "open_revocation_store",
+    "operation_totals",
 ]

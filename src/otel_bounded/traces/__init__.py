@@ -1,5 +1,20 @@
-"""Traces: a bounded in-memory trace store (a `SpanProcessor`) and its compact span records."""
+"""Traces: a bounded in-memory trace store (a `SpanProcessor`), its records and compaction."""
 
+from otel_bounded.traces.compaction import (
+    CompactionPolicy,
+    CompactionResult,
+    compact_spans,
+    operation_totals,
+)
 from otel_bounded.traces.store import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
 
-__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
+__all__ = [
+    "CompactionPolicy",
+    "CompactionResult",
+    "DropReason",
+    "TraceEvictionReason",
+    "TraceStore",
+    "TraceStoreStats",
+    "compact_spans",
+    "operation_totals",
+]

@@ -34,7 +34,7 @@ __all__ = [
 
 # Bits of the packed small fields: kind 0-2, status 3-4, flags 5-12, parent flags
 # 13-20, is_remote 21, parent is_remote 22, has parent 23, resource index 24-39,
-# scope index 40-55.
+# scope index 40-55; bits 56-57 are composite marks, set only by compaction.py.
 _NO_INDEX = 0xFFFF
 # Distinct resources and scopes interned per store; any further one is kept in
 # its span's record instead, so it is freed with the span.

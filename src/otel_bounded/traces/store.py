@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,7 +27,8 @@ from otel_bounded.core import (
     reinit_after_fork,
 )
 from otel_bounded.errors import TraceNotFound
-from otel_bounded.traces.records import Record, SpanEncoder, decode
+from otel_bounded.traces.compaction import CompactionPolicy, compact_records
+from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Record, SpanEncoder, decode
 
 __all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
 
@@ -103,6 +106,7 @@ class TraceStore(SpanProcessor):
         ttl_seconds: float | None = config.TRACE_TTL_SECONDS.default,
         clock: Clock = time.time,
         meter_provider: MeterProvider | None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         _check_cap("max_traces", max_traces)
         _check_cap("max_spans", max_spans)
@@ -113,7 +117,10 @@ class TraceStore(SpanProcessor):
             or not 0 < ttl_seconds < float("inf")
         ):
             raise ValueError(f"ttl_seconds must be a positive number or None, got {ttl_seconds!r}")
+        if compaction is not None and not isinstance(compaction, CompactionPolicy):
+            raise ValueError(f"compaction must be a CompactionPolicy or None, got {compaction!r}")
         self._max_traces = max_traces
+        self._max_spans = max_spans
         self._max_spans_per_trace = max_spans_per_trace
         self._traces: BoundedStore[int, list[Record]] = BoundedStore(
             max_traces,
@@ -136,6 +143,11 @@ class TraceStore(SpanProcessor):
         # First evictions and drops noted under the lock, logged after it is released.
         self._pending_warnings: list[tuple[str, str]] = []
         self._warned: set[str] = set()
+        self._compactor = (
+            None
+            if compaction is None
+            else _Compactor(compaction, self._traces, max_spans_per_trace)
+        )
         self.component = telemetry.component_attributes(_COMPONENT_TYPE)
         reinit_after_fork(self._at_fork_reinit)
         telemetry.register_trace_store_instruments(meter_provider, self, self.component)
@@ -154,6 +166,8 @@ class TraceStore(SpanProcessor):
             for argument, variable in variables.items()
             if argument not in overrides
         }
+        if "compaction" not in overrides:
+            settings["compaction"] = CompactionPolicy.from_env()
         return cls(**settings, **overrides)
 
     # -- SpanProcessor ---------------------------------------------------
@@ -168,6 +182,9 @@ class TraceStore(SpanProcessor):
             with self._lock:
                 self._received += 1
                 trace_id, record = self._encode(span)
+                if self._compactor is not None:
+                    self._record_compacting(trace_id, record, self._compactor)
+                    return
                 traces = self._traces
                 records = traces.grow(trace_id)
                 if records is None:
@@ -183,8 +200,34 @@ class TraceStore(SpanProcessor):
                     records.append(record)  # type: ignore[union-attr]
         except Exception:  # never raise into the application
             self._count_error()
-        if self._pending_warnings:
-            self._flush_warnings()
+        finally:
+            if self._pending_warnings:
+                self._flush_warnings()
+
+    def _record_compacting(self, trace_id: int, record: Record, compactor: _Compactor) -> None:
+        """`on_end` with compaction: compact before anything is evicted or dropped."""
+        traces = self._traces
+        record = compactor.adopt(trace_id, record)
+        if traces.weight >= self._max_spans:
+            compactor.relieve(self._max_spans - 1)
+        records = traces.grow(trace_id)
+        if records.__class__ is Refusal:
+            # Compact the trace itself before dropping: caps count held spans.
+            held = traces.get(trace_id)
+            if held is not None and compactor.compact(trace_id, held):
+                records = traces.grow(trace_id)
+        if records is None:
+            # New, evicted or expired: the trace starts afresh.
+            records = [record]
+            traces.put(trace_id, records, weight=1)
+        elif records.__class__ is Refusal:
+            self._drop(
+                DropReason.MAX_SPANS_PER_TRACE if records is ENTRY_FULL else DropReason.MAX_SPANS
+            )
+            return
+        else:
+            records.append(record)  # type: ignore[union-attr]
+        compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
         """Stop recording; what is held stays readable."""
@@ -261,6 +304,8 @@ class TraceStore(SpanProcessor):
                 evictions_by_reason=MappingProxyType(evictions),
                 drops_by_reason=MappingProxyType(dict(self._drops)),
                 received_spans=self._received,
+                compactions=0 if self._compactor is None else self._compactor.compactions,
+                spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
             )
 
     def clear(self) -> None:
@@ -272,6 +317,8 @@ class TraceStore(SpanProcessor):
         with self._lock:
             self._received -= self._traces.weight
             self._traces.clear()
+            if self._compactor is not None:
+                self._compactor.clear()
 
     def export_to(
         self, exporter: SpanExporter, trace_ids: Iterable[int | str] | None = None
@@ -308,10 +355,15 @@ class TraceStore(SpanProcessor):
         with self._lock:
             self._drops[DropReason.ERROR] += 1
 
-    def _on_evict(self, _trace_id: int, _records: list[Record], reason: str) -> None:
-        # Only the first eviction is logged; later ones are counted by the core alone.
-        self._traces.on_evict = None
-        self._pending_warnings.append(("evict", _REASONS[reason]))
+    def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
+        if self._compactor is not None:
+            self._compactor.forget(trace_id)
+        if "evict" not in self._warned:
+            self._warned.add("evict")
+            self._pending_warnings.append(("evict", _REASONS[reason]))
+            if self._compactor is None:
+                # Only the first eviction is logged; later ones are counted by the core alone.
+                self._traces.on_evict = None
 
     def _flush_warnings(self) -> None:
         """Log the first eviction and first drops noted under the lock, outside it."""
@@ -362,6 +414,121 @@ class TraceStore(SpanProcessor):
 
     def _at_fork_reinit(self) -> None:
         self._lock = threading.Lock()
+
+
+class _Compactor:
+    """A store's compaction state; used under the store's lock only.
+
+    Per trace: the held count at which its next pass is due, whether it grew
+    since its last pass, and the span ids it merged away, so that a child
+    ending after its parent was merged is re-parented to the composite.
+    """
+
+    __slots__ = (
+        "_at_spans",
+        "_dirty",
+        "_due",
+        "_max_remembered",
+        "_merged",
+        "_policy",
+        "_traces",
+        "compactions",
+        "spans_compacted",
+    )
+
+    def __init__(
+        self,
+        policy: CompactionPolicy,
+        traces: BoundedStore[int, list[Record]],
+        max_remembered: int,
+    ) -> None:
+        self._policy = policy
+        self._traces = traces
+        self._at_spans = policy.compact_at_spans
+        self._due: dict[int, int] = {}
+        # Traces grown since their last pass, least recently active first.
+        self._dirty: OrderedDict[int, None] = OrderedDict()
+        # Merged-away span ids and their composites, as two parallel arrays of
+        # 8-byte ids (a dict would cost 9x more); the latest `max_remembered`
+        # per trace are kept.
+        self._merged: dict[int, tuple[array[int], array[int]]] = {}
+        self._max_remembered = max_remembered
+        self.compactions = 0
+        self.spans_compacted = 0
+
+    def adopt(self, trace_id: int, record: Record) -> Record:
+        """`record`, re-parented to a composite if its parent was merged away."""
+        merged = self._merged.get(trace_id)
+        if merged is None or not record[4] & HAS_PARENT:
+            return record
+        members, composites = merged
+        try:
+            index = members.index(record[1])
+        except ValueError:
+            return record
+        return (record[0], composites[index], *record[2:])
+
+    def recorded(self, trace_id: int, records: list[Record], record: Record) -> None:
+        """After `record` was added: compact when due, and when the local root ends."""
+        dirty = self._dirty
+        dirty[trace_id] = None
+        dirty.move_to_end(trace_id)
+        meta = record[4]
+        local_root = not meta & HAS_PARENT or meta & PARENT_IS_REMOTE
+        if local_root or len(records) >= self._due.get(trace_id, self._at_spans):
+            self.compact(trace_id, records)
+
+    def relieve(self, target: int) -> None:
+        """Compact least recently active traces until at most `target` spans are held."""
+        traces = self._traces
+        dirty = self._dirty
+        while dirty and traces.weight > target:
+            trace_id, _ = dirty.popitem(last=False)
+            records = traces.get(trace_id)
+            if records is not None:
+                self.compact(trace_id, records)
+
+    def compact(self, trace_id: int, records: list[Record]) -> bool:
+        """Compact one held trace in place; True when it merged anything."""
+        self._dirty.pop(trace_id, None)
+        result = compact_records(records, self._policy)
+        self._due[trace_id] = len(result.records) + self._at_spans
+        if not result.merged_away:
+            return False
+        records[:] = result.records
+        self._traces.set_weight(trace_id, len(records))
+        self.compactions += 1
+        self.spans_compacted += result.merged_away
+        self._remember(trace_id, result.merged)
+        return True
+
+    def _remember(self, trace_id: int, merged: Mapping[int, int]) -> None:
+        held = self._merged.get(trace_id)
+        if held is None:
+            members, composites = array("Q"), array("Q")
+            self._merged[trace_id] = (members, composites)
+        else:
+            members, composites = held
+            # A composite merged into a larger one: its members now belong to that one.
+            for index, composite in enumerate(composites):
+                if composite in merged:
+                    composites[index] = merged[composite]
+        members.extend(merged.keys())
+        composites.extend(merged.values())
+        excess = len(members) - self._max_remembered
+        if excess > 0:
+            del members[:excess]
+            del composites[:excess]
+
+    def forget(self, trace_id: int) -> None:
+        self._due.pop(trace_id, None)
+        self._dirty.pop(trace_id, None)
+        self._merged.pop(trace_id, None)
+
+    def clear(self) -> None:
+        self._due.clear()
+        self._dirty.clear()
+        self._merged.clear()
 
 
 def _check_cap(name: str, value: object) -> None:

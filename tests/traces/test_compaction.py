@@ -1,0 +1,798 @@
+"""Compaction, case by case: what merges, what never does, and what a composite carries."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_bounded.telemetry import (
+    COMPOSITE_COUNT,
+    COMPOSITE_COUNTS,
+    COMPOSITE_DURATION_SUM_NS,
+    COMPOSITE_DURATION_SUMS_NS,
+    COMPOSITE_MAX_NS,
+    COMPOSITE_MIN_NS,
+    COMPOSITE_NAMES,
+    COMPOSITE_STRATEGY,
+)
+from otel_bounded.traces.compaction import (
+    DEFAULT_SAME_KIND_KEYS,
+    EXACT_MATCH,
+    SAME_KIND,
+    CompactionPolicy,
+    compact_records,
+    compact_spans,
+    operation_totals,
+    reparent,
+)
+from otel_bounded.traces.records import Record, SpanEncoder, decode
+from tests.traces.test_compaction_support import (
+    MS,
+    T0,
+    TRACE_ID,
+    TraceBuilder,
+    calls,
+    composite_count,
+    is_composite,
+    records_of,
+)
+
+SAME_KIND_ON = CompactionPolicy(same_kind_max_duration_ms=50)
+
+
+def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
+    named = {span.name: span for span in spans}
+    assert len(named) == len(spans), "names are not unique"
+    return named
+
+
+def attributes(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+# -- exact match -----------------------------------------------------------------
+
+
+def test_a_run_of_identical_fast_calls_becomes_one_composite_with_exact_statistics() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, duration in enumerate((2, 1, 4, 3)):
+        builder.span(
+            "SELECT",
+            root,
+            start_ms=10 * (index + 1),
+            duration_ms=duration,
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "row": index},
+        )
+    spans = builder.finish()
+    first = spans[0]
+
+    kept = compact_spans(spans)
+
+    assert len(kept) == 2
+    composite = by_name(kept)["SELECT"]
+    assert attributes(composite) == {
+        "db.system": "postgresql",
+        "row": 0,
+        COMPOSITE_COUNT: 4,
+        COMPOSITE_DURATION_SUM_NS: 10 * MS,
+        COMPOSITE_MIN_NS: 1 * MS,
+        COMPOSITE_MAX_NS: 4 * MS,
+        COMPOSITE_STRATEGY: EXACT_MATCH,
+    }
+    assert composite.context.span_id == first.context.span_id
+    assert composite.parent == first.parent
+    assert composite.kind is SpanKind.CLIENT
+    assert composite.start_time == T0 + 10 * MS
+    assert composite.end_time == T0 + 43 * MS
+    assert composite.resource == first.resource
+    assert composite.instrumentation_scope == first.instrumentation_scope
+
+
+def test_a_composite_ends_at_the_latest_end_of_its_members_not_the_last_started() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("fetch", root, start_ms=1, duration_ms=30)  # overlaps the next one
+    builder.span("fetch", root, start_ms=2, duration_ms=5)
+    spans = builder.finish()
+
+    (composite,) = [span for span in compact_spans(spans) if span.name == "fetch"]
+
+    assert composite.start_time == T0 + 1 * MS
+    assert composite.end_time == T0 + 31 * MS
+
+
+def test_siblings_are_ordered_by_start_time_not_by_the_order_they_ended() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("fetch", root, start_ms=1, duration_ms=20)  # ends last
+    builder.span("parse", root, start_ms=5, duration_ms=1)
+    builder.span("fetch", root, start_ms=10, duration_ms=1)
+    spans = builder.finish()
+    assert [span.name for span in spans] == ["parse", "fetch", "fetch", "root"]
+
+    kept = compact_spans(spans)
+
+    # Ordered by start, the two fetches are not adjacent: parse started between them.
+    assert kept == spans
+
+
+def test_a_run_shorter_than_min_run_is_kept_as_it_is() -> None:
+    spans = calls(3)
+
+    kept = compact_spans(spans, CompactionPolicy(min_run=4))
+
+    assert kept == spans
+
+
+def test_a_run_reaching_min_run_is_merged() -> None:
+    kept = compact_spans(calls(4), CompactionPolicy(min_run=4))
+
+    assert [composite_count(span) for span in kept if is_composite(span)] == [4]
+
+
+def test_a_span_exactly_at_the_threshold_merges_and_one_nanosecond_longer_does_not() -> None:
+    at_limit = calls(3, duration_ms=50)
+    over_limit = calls(3, duration_ms=50.000001)
+
+    assert len(compact_spans(at_limit)) == 2
+    assert compact_spans(over_limit) == over_limit
+
+
+def test_a_slow_call_splits_a_run_in_two() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, duration in enumerate((1, 1, 80, 1, 1)):
+        builder.span("SELECT", root, start_ms=100 * index + 1, duration_ms=duration)
+    spans = builder.finish()
+
+    kept = compact_spans(spans)
+
+    assert [composite_count(s) if is_composite(s) else 1 for s in kept] == [2, 1, 2, 1]
+
+
+def test_the_same_keys_set_in_another_order_still_match() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("SELECT", root, start_ms=1, attributes={"db.system": "postgresql", "row": 1})
+    builder.span("SELECT", root, start_ms=3, attributes={"row": 2, "db.system": "postgresql"})
+
+    kept = compact_spans(builder.finish())
+
+    assert [composite_count(span) for span in kept if is_composite(span)] == [2]
+
+
+def test_a_composite_keeps_the_first_members_status() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("SELECT", root, start_ms=1)
+    builder.span("SELECT", root, start_ms=3, status=Status(StatusCode.OK))
+
+    composite = by_name(compact_spans(builder.finish()))["SELECT"]
+
+    assert composite.status.status_code is StatusCode.UNSET
+
+
+def test_kept_records_stay_in_input_order_with_each_composite_where_its_first_member_was() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("late", root, start_ms=1, duration_ms=500)
+    builder.span("SELECT", root, start_ms=2)
+    builder.span("SELECT", root, start_ms=4)
+    builder.span("other", root, start_ms=6)
+    spans = builder.finish()
+    assert [span.name for span in spans] == ["SELECT", "SELECT", "other", "late", "root"]
+
+    result = compact_records(records_of(spans), CompactionPolicy())
+
+    assert [record[5] for record in result.records] == ["SELECT", "other", "late", "root"]
+
+
+# -- absorbing into composites of an earlier pass ----------------------------------
+
+
+def test_an_earlier_composite_absorbs_new_members_judged_by_their_durations() -> None:
+    # Ten 40 ms calls: the composite spans over 400 ms, each member took 40 ms.
+    records = records_of(calls(11, duration_ms=40))
+    root, calls_ = records[-1], records[:-1]
+    first = compact_records(calls_[:10], CompactionPolicy())
+    (composite,) = first.records
+    start, end = composite[2], composite[3]
+    assert start is not None
+    assert end is not None
+    assert end - start > 400 * MS
+
+    second = compact_records([*first.records, *calls_[10:], root], CompactionPolicy())
+
+    (absorbed, kept_root) = second.records
+    assert kept_root is root
+    values = dict(zip(absorbed[6], absorbed[7], strict=True))
+    assert values[COMPOSITE_COUNT] == 11
+    assert values[COMPOSITE_DURATION_SUM_NS] == 11 * 40 * MS
+    assert values[COMPOSITE_MAX_NS] == 40 * MS
+    assert second.merged == {calls_[10][0]: composite[0]}
+
+
+def test_an_earlier_composite_does_not_absorb_a_member_over_the_threshold() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, duration in enumerate((1, 1, 60)):
+        builder.span("SELECT", root, start_ms=100 * index + 1, duration_ms=duration)
+    records = records_of(builder.finish())
+    first = compact_records(records[:2], CompactionPolicy())
+
+    second = compact_records([*first.records, *records[2:]], CompactionPolicy())
+
+    assert second.merged == {}
+    assert second.records[1:] == records[2:]
+
+
+def test_absorbing_with_a_tighter_same_kind_threshold_may_split_differently_but_keeps_totals() -> (
+    None
+):
+    # Same kind merges only spans up to 5 ms, exact match up to 50 ms. Seen whole,
+    # the two SELECTs match exactly first; seen in two passes, the first SELECT
+    # is already inside a same-kind composite the 20 ms SELECT cannot join.
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("GET", root, start_ms=1, attributes={"db.system": "redis"})
+    builder.span("SELECT", root, start_ms=3, attributes={"db.system": "redis"})
+    builder.span("SELECT", root, start_ms=5, duration_ms=20, attributes={"db.system": "redis"})
+    spans = builder.finish()
+    policy = CompactionPolicy(same_kind_max_duration_ms=5)
+
+    together = compact_spans(spans, policy)
+    in_two = compact_spans([*compact_spans(spans[:2], policy), *spans[2:]], policy)
+
+    assert [span.name for span in together] == ["GET", "SELECT", "root"]
+    assert [span.name for span in in_two] == ["db.system=redis", "SELECT", "root"]
+    assert operation_totals(together) == operation_totals(in_two) == operation_totals(spans)
+
+
+# -- same kind -------------------------------------------------------------------
+
+
+def test_same_kind_merging_is_off_by_default() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, name in enumerate(("SELECT", "INSERT", "SELECT", "UPDATE")):
+        builder.span(name, root, start_ms=2 * index + 1, attributes={"db.system": "postgresql"})
+    spans = builder.finish()
+
+    assert CompactionPolicy().same_kind_max_duration_ms == 0
+    assert compact_spans(spans) == spans
+
+
+def test_same_kind_siblings_merge_with_exact_per_name_counts_and_duration_sums() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    steps = (("SELECT", 1), ("SELECT", 2), ("INSERT", 4), ("SELECT", 8), ("UPDATE", 16))
+    for index, (name, duration) in enumerate(steps):
+        builder.span(
+            name,
+            root,
+            start_ms=20 * index + 1,
+            duration_ms=duration,
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "server.address": "db1", "row": index},
+        )
+    spans = builder.finish()
+
+    kept = compact_spans(spans, SAME_KIND_ON)
+
+    composite = by_name(kept)["db.system=postgresql"]
+    assert attributes(composite) == {
+        "db.system": "postgresql",
+        "server.address": "db1",
+        COMPOSITE_COUNT: 5,
+        COMPOSITE_DURATION_SUM_NS: 31 * MS,
+        COMPOSITE_MIN_NS: 1 * MS,
+        COMPOSITE_MAX_NS: 16 * MS,
+        COMPOSITE_STRATEGY: SAME_KIND,
+        COMPOSITE_NAMES: ("SELECT", "INSERT", "UPDATE"),
+        COMPOSITE_COUNTS: (3, 1, 1),
+        COMPOSITE_DURATION_SUMS_NS: (11 * MS, 4 * MS, 16 * MS),
+    }
+    assert composite.kind is SpanKind.CLIENT
+    assert composite.context.span_id == spans[0].context.span_id
+    assert operation_totals(kept) == operation_totals(spans)
+
+
+def test_a_same_kind_composite_keeps_only_the_key_attributes_every_member_shares() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, address in enumerate(("db1", "db2")):
+        builder.span(
+            f"q{index}",
+            root,
+            start_ms=2 * index + 1,
+            attributes={"db.system": "mysql", "server.address": address, "secret.row": index},
+        )
+
+    composite = by_name(compact_spans(builder.finish(), SAME_KIND_ON))["db.system=mysql"]
+
+    assert {
+        key: value for key, value in attributes(composite).items() if "composite" not in key
+    } == {"db.system": "mysql"}
+
+
+def test_same_kind_groups_by_the_first_key_attribute_present() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("a", root, start_ms=1, attributes={"server.address": "api", "rpc.system": "grpc"})
+    builder.span("b", root, start_ms=3, attributes={"rpc.system": "grpc", "server.address": "x"})
+    builder.span("c", root, start_ms=5, attributes={"server.address": "api"})
+    spans = builder.finish()
+    assert DEFAULT_SAME_KIND_KEYS.index("rpc.system") < DEFAULT_SAME_KIND_KEYS.index(
+        "server.address"
+    )
+
+    kept = compact_spans(spans, SAME_KIND_ON)
+
+    assert [span.name for span in kept] == ["rpc.system=grpc", "c", "root"]
+
+
+def test_same_kind_never_joins_different_kinds_or_different_targets() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("q", root, start_ms=1, kind=SpanKind.CLIENT, attributes={"db.system": "mysql"})
+    builder.span("q", root, start_ms=3, kind=SpanKind.SERVER, attributes={"db.system": "mysql"})
+    builder.span("r", root, start_ms=5, kind=SpanKind.SERVER, attributes={"db.system": "redis"})
+    builder.span("s", root, start_ms=7, kind=SpanKind.SERVER, attributes={"server.address": 1})
+    builder.span("t", root, start_ms=9, kind=SpanKind.SERVER, attributes={"server.address": True})
+    spans = builder.finish()
+
+    assert compact_spans(spans, SAME_KIND_ON) == spans
+
+
+def test_exact_composites_then_join_a_same_kind_composite_with_their_counts() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, name in enumerate(("GET", "GET", "GET", "SET", "SET")):
+        builder.span(name, root, start_ms=2 * index + 1, attributes={"db.system": "redis"})
+    spans = builder.finish()
+    records = records_of(spans)
+
+    result = compact_records(records, SAME_KIND_ON)
+
+    (composite, _root) = result.records
+    values = dict(zip(composite[6], composite[7], strict=True))
+    assert values[COMPOSITE_NAMES] == ("GET", "SET")
+    assert values[COMPOSITE_COUNTS] == (3, 2)
+    # Members of the intermediate SET composite point at the final composite.
+    assert result.merged == {record[0]: records[0][0] for record in records[1:5]}
+
+
+# -- never merged ----------------------------------------------------------------
+
+
+def _run_around(middle: dict[str, Any], policy: CompactionPolicy | None = None) -> list[int]:
+    """Two identical fast calls, the span described by `middle`, two more: how many spans
+    each kept span stands for, in start order."""
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index in range(5):
+        options: dict[str, Any] = {"start_ms": 2 * index + 1, "attributes": {"row": index}}
+        if index == 2:
+            options.update(middle)
+            middle_id = builder.span(options.pop("name", "SELECT"), root, **options).context
+        else:
+            builder.span("SELECT", root, **options)
+    spans = builder.finish()
+
+    kept = compact_spans(spans, policy)
+
+    assert operation_totals(kept) == operation_totals(spans)
+    (kept_middle,) = [span for span in kept if span.context.span_id == middle_id.span_id]
+    assert any(kept_middle is span for span in spans), "the middle span was merged"
+    made = [span for span in kept if not any(span is given for given in spans)]
+    kept.sort(key=lambda span: span.start_time or 0)
+    return [composite_count(span) if span in made else 1 for span in kept]
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        pytest.param({"status": Status(StatusCode.ERROR, "boom")}, id="error"),
+        pytest.param({"event": True}, id="event"),
+        pytest.param({"link": True}, id="link"),
+        pytest.param({"name": "otel_bounded.token.verify"}, id="protected-name"),
+        pytest.param({"duration_ms": 51}, id="too-slow"),
+        pytest.param({"kind": SpanKind.CLIENT}, id="other-kind"),
+        pytest.param({"attributes": {"row": 2, "extra": 1}}, id="other-keys"),
+        pytest.param({"attributes": {"row": 2, "db.system": "mysql"}}, id="other-target"),
+    ],
+)
+def test_a_span_that_must_not_merge_is_kept_and_splits_the_run(middle: dict[str, Any]) -> None:
+    # The root, two calls, the middle span, two calls.
+    assert _run_around(middle) == [1, 2, 1, 2]
+
+
+def test_an_error_span_is_kept_verbatim_with_its_description() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index in range(3):
+        builder.span("SELECT", root, start_ms=2 * index + 1, status=Status(StatusCode.ERROR, "x"))
+    spans = builder.finish()
+
+    kept = compact_spans(spans)
+
+    assert kept == spans
+    assert all(span.status.description == "x" for span in kept[:3])
+
+
+def test_a_parent_is_never_merged_even_with_identical_fast_siblings() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    spans_ = [builder.span("step", root, start_ms=10 * index + 1) for index in range(3)]
+    builder.span("inner", spans_[1], start_ms=11.5, duration_ms=0.1)
+    spans = builder.finish()
+
+    kept = compact_spans(spans)
+
+    assert kept == spans
+
+
+def test_roots_and_local_roots_are_never_merged() -> None:
+    builder = TraceBuilder()
+    for index in range(3):
+        builder.span("handler", start_ms=2 * index, remote_parent=True)
+    builder.span("root")
+    builder.span("root", start_ms=5)
+    spans = builder.finish()
+
+    assert compact_spans(spans) == spans
+
+
+def test_audit_spans_stay_protected_when_other_prefixes_are_configured() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index in range(3):
+        builder.span("otel_bounded.approval.verify", root, start_ms=2 * index + 1)
+    for index in range(3):
+        builder.span("cache.get", root, start_ms=2 * index + 11)
+    spans = builder.finish()
+
+    kept = compact_spans(spans, CompactionPolicy(protected_prefixes=("cache.",)))
+
+    assert kept == spans
+
+
+def test_spans_from_different_resources_or_scopes_never_merge() -> None:
+    builder = TraceBuilder()
+    other_scope = builder.provider.get_tracer("another.library", "2.0")
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("SELECT", root, start_ms=1)
+    builder.span("SELECT", root, start_ms=3, tracer=other_scope)
+    spans = builder.finish()
+    elsewhere = TraceBuilder(resource=Resource.create({"service.name": "elsewhere"}))
+    records = records_of(spans)
+    encoder = SpanEncoder()
+    foreign = encoder.encode(calls(1, builder=elsewhere)[0])[1]
+    # The same span, from another service: only the resource differs.
+    same_but_resource = (records[1][0] + 100, *records[0][1:4], foreign[4], *records[0][5:])
+
+    assert compact_spans(spans) == spans
+    assert compact_records([records[0], same_but_resource], CompactionPolicy()).merged == {}
+
+
+def test_spans_sharing_a_span_id_are_never_merged() -> None:
+    records = records_of(calls(3))
+    twin = (records[0][0], *records[1][1:])
+
+    result = compact_records([records[0], twin, records[2], records[3]], CompactionPolicy())
+
+    assert result.merged == {}
+
+
+def test_both_stages_off_changes_nothing() -> None:
+    spans = calls(10)
+    policy = CompactionPolicy(exact_match_max_duration_ms=0, same_kind_max_duration_ms=0)
+
+    assert compact_spans(spans, policy) == spans
+
+
+# -- the 002 seed's failure modes --------------------------------------------------
+
+
+def test_a_span_with_composite_attributes_is_not_taken_for_a_composite() -> None:
+    # The refused pipeline marked merged messages with a magic string and then
+    # deleted every message carrying it. Here a user attribute is never trusted:
+    # a span claiming to stand for 1,000 calls is kept as itself and absorbs nothing.
+    fake = {COMPOSITE_COUNT: 1_000, COMPOSITE_STRATEGY: EXACT_MATCH, "row": 2}
+
+    # The root, two calls, the fake kept as one span, two calls.
+    assert _run_around({"attributes": fake}) == [1, 2, 1, 2]
+
+
+def test_a_record_with_composite_attributes_but_no_composite_mark_absorbs_nothing() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    fake = {
+        COMPOSITE_COUNT: 1_000,
+        COMPOSITE_DURATION_SUM_NS: 1,
+        COMPOSITE_MIN_NS: 1,
+        COMPOSITE_MAX_NS: 1,
+        COMPOSITE_STRATEGY: EXACT_MATCH,
+    }
+    builder.span("SELECT", root, start_ms=1, attributes=fake)
+    builder.span("SELECT", root, start_ms=3, attributes=fake)
+    spans = builder.finish()
+
+    assert compact_spans(spans) == spans
+    assert compact_records(records_of(spans), CompactionPolicy()).merged == {}
+
+
+def test_spans_named_or_valued_like_merge_markers_are_never_dropped() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, name in enumerate(("[MERGED]", "SELECT", "[MERGED]", EXACT_MATCH, SAME_KIND)):
+        builder.span(name, root, start_ms=2 * index + 1, attributes={"summary": "[MERGED]"})
+    spans = builder.finish()
+
+    kept = compact_spans(spans, SAME_KIND_ON)
+
+    assert kept == spans
+
+
+def test_no_span_disappears_without_a_composite_counting_it() -> None:
+    # The refused pipeline collapsed "chatty" messages into a summary that kept
+    # nothing of them. Here every merged span id maps to a kept composite whose
+    # per-name counts include it.
+    spans = calls(6, attributes={"db.system": "postgresql"})
+    builder = TraceBuilder()
+    mixed_root = builder.span("root", duration_ms=1_000)
+    for index, name in enumerate(("GET", "GET", "SET", "GET")):
+        builder.span(name, mixed_root, start_ms=2 * index + 1, attributes={"db.system": "redis"})
+    for given, policy in ((spans, CompactionPolicy()), (builder.finish(), SAME_KIND_ON)):
+        records = records_of(given)
+
+        result = compact_records(records, policy)
+
+        kept = {record[0]: record for record in result.records}
+        for record in records:
+            if record[0] not in kept:
+                composite = kept[result.merged[record[0]]]
+                values = dict(zip(composite[6], composite[7], strict=True))
+                assert record[5] in values.get(COMPOSITE_NAMES, (composite[5],))
+        assert operation_totals(
+            [decode(TRACE_ID, record, _encoder_for(given)) for record in result.records]
+        ) == operation_totals(given)
+
+
+def _encoder_for(spans: list[ReadableSpan]) -> SpanEncoder:
+    encoder = SpanEncoder()
+    for span in spans:
+        encoder.encode(span)
+    return encoder
+
+
+# -- late children ---------------------------------------------------------------
+
+
+def test_a_child_that_ends_after_its_parent_was_merged_is_reparented_to_the_composite() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    steps = [builder.span("step", root, start_ms=2 * index + 1) for index in range(3)]
+    builder.span("async-callback", steps[2], start_ms=6, duration_ms=500)
+    spans = builder.finish()
+    records = records_of(spans)
+    ended_before_child = [r for r in records if r[5] == "step"]
+    late_child = next(r for r in records if r[5] == "async-callback")
+    result = compact_records(ended_before_child, CompactionPolicy())
+    (composite,) = result.records
+
+    held = [*result.records, late_child]
+    reparent(held, result.merged)
+
+    assert held[1][1] == composite[0]
+    assert held[1][2:] == late_child[2:]
+    assert compact_records(held, CompactionPolicy()).merged == {}, "a parent is never merged"
+
+
+def test_reparent_follows_a_member_through_two_passes() -> None:
+    records: list[Record] = records_of(calls(1))
+    child = (99, 3, *records[0][2:])
+
+    held = [child]
+    reparent(held, {3: 2, 2: 1})
+
+    assert held[0][1] == 1
+
+
+def test_reparent_leaves_other_records_as_the_same_objects() -> None:
+    records = records_of(calls(3))
+    held = list(records)
+
+    reparent(held, {12345: 1})
+
+    assert all(a is b for a, b in zip(held, records, strict=True))
+
+
+# -- compact_spans and operation_totals ------------------------------------------
+
+
+def test_compact_spans_returns_kept_spans_as_the_same_objects() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("SELECT", root, start_ms=1)
+    builder.span("SELECT", root, start_ms=3)
+    builder.span("GET", root, start_ms=5)
+    spans = builder.finish()
+
+    kept = compact_spans(spans)
+
+    assert kept[1] is spans[2]
+    assert kept[2] is spans[3]
+
+
+def test_compact_spans_of_no_spans_is_empty() -> None:
+    assert compact_spans([]) == []
+    assert compact_spans(iter(())) == []
+
+
+def test_compact_spans_refuses_spans_of_two_traces() -> None:
+    first = calls(1)
+    other = TraceBuilder()
+    other_root = other.span("root")
+    other.provider.id_generator.generate_trace_id = lambda: TRACE_ID + 1  # type: ignore[method-assign]
+    second = other.tracer.start_span("other-trace")
+    second.end()
+    other_root.end()
+
+    with pytest.raises(ValueError, match="one trace"):
+        compact_spans([*first, *other.exporter.get_finished_spans()])
+
+
+def test_compact_spans_refuses_what_is_not_a_span_or_a_policy() -> None:
+    with pytest.raises(ValueError, match="ReadableSpan"):
+        compact_spans(["not a span"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="CompactionPolicy"):
+        compact_spans(calls(1), policy={"min_run": 2})  # type: ignore[arg-type]
+
+
+def test_composite_output_encodes_with_the_otlp_span_encoder() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index, name in enumerate(("GET", "GET", "SET")):
+        builder.span(name, root, start_ms=2 * index + 1, attributes={"db.system": "redis"})
+
+    kept = compact_spans(builder.finish(), SAME_KIND_ON)
+
+    request = encode_spans(kept)
+    (encoded_composite, _root) = request.resource_spans[0].scope_spans[0].spans
+    values = {attribute.key: attribute.value for attribute in encoded_composite.attributes}
+    assert [v.string_value for v in values[COMPOSITE_NAMES].array_value.values] == ["GET", "SET"]
+    assert [v.int_value for v in values[COMPOSITE_COUNTS].array_value.values] == [2, 1]
+
+
+def test_operation_totals_counts_composites_by_their_members() -> None:
+    spans = calls(5, duration_ms=2)
+
+    before = operation_totals(spans)
+    after = operation_totals(compact_spans(spans))
+
+    assert before["SELECT"] == (5, 10 * MS)
+    assert after == before
+
+
+def test_operation_totals_reads_malformed_composite_attributes_as_a_plain_span() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span(
+        "odd",
+        root,
+        start_ms=1,
+        duration_ms=3,
+        attributes={COMPOSITE_STRATEGY: SAME_KIND, COMPOSITE_NAMES: ("a", "b")},
+    )
+
+    assert operation_totals(builder.finish())["odd"] == (1, 3 * MS)
+
+
+# -- policy ----------------------------------------------------------------------
+
+
+def test_default_policy_values() -> None:
+    policy = CompactionPolicy()
+
+    assert policy.exact_match_max_duration_ms == 50.0
+    assert policy.same_kind_max_duration_ms == 0.0
+    assert policy.min_run == 2
+    assert policy.compact_at_spans == 64
+    assert policy.protected_prefixes == ("otel_bounded.",)
+    assert policy.same_kind_keys == DEFAULT_SAME_KIND_KEYS
+    assert policy == CompactionPolicy()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"exact_match_max_duration_ms": -1}, "exact_match_max_duration_ms must be a finite"),
+        ({"exact_match_max_duration_ms": math.nan}, "exact_match_max_duration_ms must be a fin"),
+        ({"same_kind_max_duration_ms": math.inf}, "same_kind_max_duration_ms must be a finite"),
+        ({"same_kind_max_duration_ms": "5"}, "same_kind_max_duration_ms must be a number"),
+        ({"exact_match_max_duration_ms": True}, "exact_match_max_duration_ms must be a number"),
+        ({"min_run": 1}, "min_run must be an integer of at least 2"),
+        ({"min_run": 2.5}, "min_run must be an integer"),
+        ({"min_run": True}, "min_run must be an integer"),
+        ({"compact_at_spans": 0}, "compact_at_spans must be an integer of at least 1"),
+        ({"compact_at_spans": None}, "compact_at_spans must be an integer"),
+        ({"protected_prefixes": "otel_bounded."}, "protected_prefixes must be a tuple"),
+        ({"protected_prefixes": ("",)}, "protected_prefixes must hold non-empty strings"),
+        ({"protected_prefixes": (1,)}, "protected_prefixes must hold non-empty strings"),
+        ({"same_kind_keys": None}, "same_kind_keys must be a tuple"),
+        ({"same_kind_keys": ("otel_bounded.x",)}, "same_kind_keys must name attributes"),
+    ],
+)
+def test_invalid_policy_values_are_refused_with_a_clear_message(
+    arguments: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        CompactionPolicy(**arguments)
+
+
+def test_a_list_of_prefixes_is_accepted_as_a_tuple() -> None:
+    policy = CompactionPolicy(protected_prefixes=["audit."])  # type: ignore[arg-type]
+
+    assert policy.protected_prefixes == ("audit.",)
+    assert hash(policy) == hash(CompactionPolicy(protected_prefixes=("audit.",)))
+
+
+def test_fractional_milliseconds_convert_exactly_to_nanoseconds() -> None:
+    spans = calls(2, duration_ms=0.3)
+
+    assert len(compact_spans(spans, CompactionPolicy(exact_match_max_duration_ms=0.3))) == 2
+
+
+def test_from_env_is_none_unless_compaction_is_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", raising=False)
+    assert CompactionPolicy.from_env() is None
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", "false")
+    assert CompactionPolicy.from_env(min_run=3) is None
+
+
+def test_from_env_reads_every_compaction_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", "TRUE")
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS", "20")
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS", "2.5")
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_AT_SPANS", "128")
+
+    policy = CompactionPolicy.from_env()
+
+    assert policy == CompactionPolicy(
+        exact_match_max_duration_ms=20, same_kind_max_duration_ms=2.5, compact_at_spans=128
+    )
+
+
+def test_from_env_arguments_win_over_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", "true")
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_AT_SPANS", "128")
+
+    policy = CompactionPolicy.from_env(compact_at_spans=16, min_run=3)
+
+    assert policy is not None
+    assert (policy.compact_at_spans, policy.min_run) == (16, 3)
+
+
+def test_from_env_warns_about_an_invalid_value_and_uses_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", "true")
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS", "-3")
+
+    with caplog.at_level(logging.WARNING, logger="otel_bounded"):
+        policy = CompactionPolicy.from_env()
+
+    assert policy == CompactionPolicy()
+    assert "OTEL_BOUNDED_TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS='-3' is invalid" in (
+        caplog.text
+    )

@@ -1,0 +1,245 @@
+"""TraceStore with compaction: chatty traces stay whole, nothing a reader needs is lost."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from otel_bounded import CompactionPolicy, TraceStore, operation_totals
+from otel_bounded.telemetry import COMPOSITE_COUNT
+from tests.traces.test_compaction_support import Tree, policies, trees
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 10**9
+
+
+class Recorder:
+    """A store and, beside it, the SDK's own copy of every span, to compare against."""
+
+    def __init__(self, store: TraceStore) -> None:
+        self.store = store
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(store)
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.tracer: Tracer = provider.get_tracer("tests.store_compaction")
+
+    def chatty_trace(self, calls: int, *, name: str = "db.query", close: bool = True) -> int:
+        """A root and `calls` fast identical children at explicit times; returns the trace id."""
+        root = self.tracer.start_span("agent.step", start_time=T0)
+        context = root.get_span_context()
+        from opentelemetry import trace
+
+        parent = trace.set_span_in_context(root)
+        for index in range(calls):
+            start = T0 + (index + 1) * MS
+            child = self.tracer.start_span(
+                name, context=parent, start_time=start, attributes={"db.system": "postgresql"}
+            )
+            child.end(end_time=start + MS // 2)
+        if close:
+            root.end(end_time=T0 + (calls + 2) * MS)
+        return context.trace_id
+
+    def sdk_spans(self, trace_id: int) -> list:  # type: ignore[type-arg]
+        return [s for s in self.exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+
+def accounted(store: TraceStore) -> bool:
+    stats = store.stats()
+    return stats.received_spans == (
+        stats.spans + stats.evicted_spans + stats.dropped_spans + stats.spans_compacted
+    )
+
+
+def test_a_chatty_trace_is_compacted_and_its_totals_survive() -> None:
+    recorder = Recorder(TraceStore(compaction=CompactionPolicy()))
+    trace_id = recorder.chatty_trace(500)
+    held = recorder.store.get(trace_id)
+    assert len(held) < 20
+    assert operation_totals(held) == operation_totals(recorder.sdk_spans(trace_id))
+    assert encode_spans(held).SerializeToString()
+    stats = recorder.store.stats()
+    assert stats.spans_compacted == 501 - len(held)
+    assert stats.compactions >= 1
+    assert accounted(recorder.store)
+
+
+def test_compaction_lets_a_chatty_trace_stay_whole_under_the_per_trace_cap() -> None:
+    without = Recorder(TraceStore(max_spans_per_trace=50))
+    trace_id = without.chatty_trace(500)
+    assert without.store.stats().dropped_spans == 451
+
+    compacting = Recorder(TraceStore(max_spans_per_trace=50, compaction=CompactionPolicy()))
+    trace_id = compacting.chatty_trace(500)
+    assert compacting.store.stats().dropped_spans == 0
+    held = compacting.store.get(trace_id)
+    assert operation_totals(held) == operation_totals(compacting.sdk_spans(trace_id))
+    assert accounted(compacting.store)
+
+
+def test_a_trace_is_compacted_each_time_it_grows_by_compact_at_spans() -> None:
+    policy = CompactionPolicy(compact_at_spans=10)
+    recorder = Recorder(TraceStore(compaction=policy))
+    recorder.chatty_trace(25, close=False)  # the root is still open: no local-root pass
+    stats = recorder.store.stats()
+    # A pass at 10 held spans leaves one composite; the next is due when 10 more
+    # arrived (11 held), and absorbs them; the last 5 wait for the next pass.
+    assert stats.compactions == 2
+    assert stats.spans == 1 + 5
+    assert stats.spans_compacted == 25 - 6
+
+
+def test_under_span_pressure_oldest_traces_are_compacted_before_any_is_evicted() -> None:
+    policy = CompactionPolicy(compact_at_spans=1_000)  # no pass but under pressure
+    recorder = Recorder(TraceStore(max_spans=100, compaction=policy))
+    first = recorder.chatty_trace(40, close=False)
+    second = recorder.chatty_trace(40, close=False)
+    third = recorder.chatty_trace(40, close=False)
+    stats = recorder.store.stats()
+    assert stats.evicted_traces == 0
+    assert set(recorder.store.trace_ids()) == {first, second, third}
+    assert stats.spans <= 100
+    assert stats.compactions >= 1
+    assert accounted(recorder.store)
+
+
+def test_without_compaction_the_same_pressure_evicts_whole_traces() -> None:
+    recorder = Recorder(TraceStore(max_spans=100))
+    for _ in range(3):
+        recorder.chatty_trace(40, close=False)
+    assert recorder.store.stats().evicted_traces >= 1
+
+
+def test_error_spans_are_kept_verbatim_and_split_runs() -> None:
+    recorder = Recorder(TraceStore(compaction=CompactionPolicy(compact_at_spans=5)))
+    from opentelemetry import trace
+
+    root = recorder.tracer.start_span("agent.step", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    for index in range(12):
+        child = recorder.tracer.start_span(
+            "db.query", context=parent, start_time=T0 + (index + 1) * MS
+        )
+        if index == 6:
+            child.set_status(Status(StatusCode.ERROR, "deadlock detected"))
+        child.end(end_time=T0 + (index + 1) * MS + 1000)
+    root.end(end_time=T0 + 20 * MS)
+    held = recorder.store.get(root.get_span_context().trace_id)
+    errors = [s for s in held if s.status.status_code is StatusCode.ERROR]
+    assert len(errors) == 1
+    assert errors[0].status.description == "deadlock detected"
+    assert COMPOSITE_COUNT not in (errors[0].attributes or {})
+    assert [s.attributes[COMPOSITE_COUNT] for s in held if COMPOSITE_COUNT in s.attributes] == [
+        6,
+        5,
+    ]
+
+
+def test_a_child_ending_after_its_parent_was_merged_is_reparented_to_the_composite() -> None:
+    from opentelemetry import trace
+
+    recorder = Recorder(TraceStore(compaction=CompactionPolicy(compact_at_spans=4)))
+    root = recorder.tracer.start_span("agent.step", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    calls = []
+    for index in range(4):
+        call = recorder.tracer.start_span(
+            "cache.get", context=parent, start_time=T0 + (index + 1) * MS
+        )
+        calls.append(call)
+    late_child = recorder.tracer.start_span(
+        "cache.refresh", context=trace.set_span_in_context(calls[2]), start_time=T0 + 3 * MS + 10
+    )
+    for index, call in enumerate(calls):
+        call.end(end_time=T0 + (index + 1) * MS + 500)
+    late_child.end(end_time=T0 + 9 * MS)  # after its parent was merged away
+    root.end(end_time=T0 + 10 * MS)
+    held = recorder.store.get(root.get_span_context().trace_id)
+    held_ids = {span.context.span_id for span in held}
+    (composite,) = [s for s in held if COMPOSITE_COUNT in (s.attributes or {})]
+    (refresh,) = [s for s in held if s.name == "cache.refresh"]
+    assert refresh.parent is not None
+    assert refresh.parent.span_id == composite.context.span_id
+    for span in held:
+        assert span.parent is None or span.parent.span_id in held_ids
+
+
+def test_compaction_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", "TRUE")
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_AT_SPANS", "8")
+    recorder = Recorder(TraceStore.from_env())
+    recorder.chatty_trace(20, close=False)
+    assert recorder.store.stats().compactions >= 1
+
+    monkeypatch.setenv("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED", "yes")
+    with caplog.at_level(logging.WARNING, logger="otel_bounded"):
+        off = Recorder(TraceStore.from_env())
+    off.chatty_trace(100)
+    assert off.store.stats().compactions == 0
+    assert any("OTEL_BOUNDED_TRACE_COMPACTION_ENABLED" in r.getMessage() for r in caplog.records)
+
+
+def test_compaction_metrics_count_passes_and_spans_merged_away() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    store = TraceStore(
+        compaction=CompactionPolicy(), meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    recorder = Recorder(store)
+    recorder.chatty_trace(200)
+    stats = store.stats()
+    data = reader.get_metrics_data()
+    assert data is not None
+    values = {
+        metric.name: point.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for point in metric.data.data_points
+        if dict(point.attributes or {}).get("otel.component.name")
+        == store.component["otel.component.name"]
+    }
+    assert values["otel_bounded.trace_store.compactions"] == stats.compactions
+    assert values["otel_bounded.trace_store.spans.compacted"] == stats.spans_compacted
+    assert stats.spans_compacted > 0
+
+
+def test_invalid_compaction_argument_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="compaction"):
+        TraceStore(compaction="yes please")  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trees(), policies(), st.integers(1, 12))
+def test_a_compacting_store_keeps_totals_parents_and_counts_on_random_trees(
+    tree: Tree, policy: CompactionPolicy, every: int
+) -> None:
+    store = TraceStore(compaction=replace(policy, compact_at_spans=every))
+    for span in tree.spans:  # in the order the SDK ended them
+        store.on_end(span)
+    (trace_id,) = {span.context.trace_id for span in tree.spans}
+    held = store.get(trace_id)
+    assert operation_totals(held) == operation_totals(tree.spans)
+    held_ids = {span.context.span_id for span in held}
+    for span in held:
+        if span.parent is not None and not span.parent.is_remote:
+            assert span.parent.span_id in held_ids, f"{span.name} lost its parent"
+    for span in tree.spans:
+        if span.status.status_code is StatusCode.ERROR:
+            assert any(kept.context.span_id == span.context.span_id for kept in held)
+    assert accounted(store)
+    assert encode_spans(held).SerializeToString()
