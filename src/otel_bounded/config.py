@@ -20,6 +20,7 @@ __all__ = [
     "Setting",
     "Variable",
     "read",
+    "read_arguments",
     "resolve",
 ]
 
@@ -238,3 +239,20 @@ def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
             setting.value,
         )
     return setting.value
+
+
+def read_arguments(
+    variables: Mapping[str, Variable], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Constructor arguments from `variables` (argument name -> variable), `overrides` winning.
+
+    A variable whose argument is overridden is not read at all, so an invalid
+    value there neither warns nor raises.
+    """
+    arguments = {
+        argument: read(variable)
+        for argument, variable in variables.items()
+        if argument not in overrides
+    }
+    arguments.update(overrides)
+    return arguments

@@ -146,13 +146,15 @@ class HMACTokenProvider:
         An invalid secret or revocation store raises `ValueError` naming the
         variable: falling back would silently change keys or lose revocations.
         """
-        settings: dict[str, Any] = {}
+        settings = config.read_arguments(
+            {
+                "max_ttl_seconds": config.TOKEN_MAX_TTL_SECONDS,
+                "sweep_interval_seconds": config.TOKEN_SWEEP_INTERVAL_SECONDS,
+            },
+            overrides,
+        )
         if "secret" not in overrides:
             settings["secret"] = _secret_from_env()
-        if "max_ttl_seconds" not in overrides:
-            settings["max_ttl_seconds"] = config.read(config.TOKEN_MAX_TTL_SECONDS)
-        if "sweep_interval_seconds" not in overrides:
-            settings["sweep_interval_seconds"] = config.read(config.TOKEN_SWEEP_INTERVAL_SECONDS)
         opened: RevocationStore | None = None
         if "revocations" not in overrides:
             url = config.read(config.REVOCATION_STORE)
@@ -161,7 +163,6 @@ class HMACTokenProvider:
             except ValueError as exc:
                 raise ValueError(f"{config.REVOCATION_STORE.name} is invalid: {exc}") from None
             settings["revocations"] = opened
-        settings.update(overrides)
         try:
             provider = cls(**settings)
         except BaseException:

@@ -173,17 +173,18 @@ class CompactionPolicy:
         """
         if not config.read(config.TRACE_COMPACTION_ENABLED):
             return None
-        variables = {
-            "exact_match_max_duration_ms": config.TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS,
-            "same_kind_max_duration_ms": config.TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS,
-            "compact_at_spans": config.TRACE_COMPACTION_AT_SPANS,
-        }
-        settings = {
-            argument: config.read(variable)
-            for argument, variable in variables.items()
-            if argument not in overrides
-        }
-        return cls(**settings, **overrides)
+        return cls(
+            **config.read_arguments(
+                {
+                    "exact_match_max_duration_ms": (
+                        config.TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS
+                    ),
+                    "same_kind_max_duration_ms": config.TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS,
+                    "compact_at_spans": config.TRACE_COMPACTION_AT_SPANS,
+                },
+                overrides,
+            )
+        )
 
     def _key_info(self, keys: tuple[str, ...]) -> _KeyInfo:
         info = self._key_infos.get(keys)

@@ -155,20 +155,18 @@ class TraceStore(SpanProcessor):
     @classmethod
     def from_env(cls, **overrides: Any) -> TraceStore:
         """A store configured from the ``OTEL_BOUNDED_TRACE_*`` variables; arguments win."""
-        variables = {
-            "max_traces": config.TRACE_MAX_TRACES,
-            "max_spans": config.TRACE_MAX_SPANS,
-            "max_spans_per_trace": config.TRACE_MAX_SPANS_PER_TRACE,
-            "ttl_seconds": config.TRACE_TTL_SECONDS,
-        }
-        settings = {
-            argument: config.read(variable)
-            for argument, variable in variables.items()
-            if argument not in overrides
-        }
+        arguments = config.read_arguments(
+            {
+                "max_traces": config.TRACE_MAX_TRACES,
+                "max_spans": config.TRACE_MAX_SPANS,
+                "max_spans_per_trace": config.TRACE_MAX_SPANS_PER_TRACE,
+                "ttl_seconds": config.TRACE_TTL_SECONDS,
+            },
+            overrides,
+        )
         if "compaction" not in overrides:
-            settings["compaction"] = CompactionPolicy.from_env()
-        return cls(**settings, **overrides)
+            arguments["compaction"] = CompactionPolicy.from_env()
+        return cls(**arguments)
 
     # -- SpanProcessor ---------------------------------------------------
 
