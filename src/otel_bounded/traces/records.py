@@ -116,6 +116,7 @@ def _make_encode(resources: Interner, scopes: Interner) -> Callable[[ReadableSpa
     # A closure: this runs for every span, and closure variables are read
     # faster than attributes. Private span fields are read for the same reason.
     key_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+    metas: dict[int, int] = {}
     kind_codes = _KIND_CODES
     status_codes = _STATUS_CODES
     bounded_attributes = BoundedAttributes
@@ -143,6 +144,8 @@ def _make_encode(resources: Interner, scopes: Interner) -> Callable[[ReadableSpa
         scope = span._instrumentation_scope
         scope_index = scopes.last_index if scope is scopes.last_object else scopes.index(scope)
         meta |= (resource_index << 24) | (scope_index << 40)
+        # Spans share a handful of these: one int object each instead of one a span.
+        meta = metas.setdefault(meta, meta)
 
         attributes = span._attributes
         dropped_attributes = 0
