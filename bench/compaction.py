@@ -2,18 +2,18 @@
 
 Run: ``.venv/bin/python bench/compaction.py`` (``--quick`` for a smoke run).
 
-Workload (issue 5, item 6): one trace, a root span and 500 identical fast
+Workload: one trace, a root span and 500 identical fast
 calls under it, a query per row (same name, kind CLIENT, ``db.system``,
 ``db.statement`` and a row id that differs per call), made with
 ``tracer.start_as_current_span``. Compaction runs as `TraceStore` will run it
-(issue 5, item 4): over the trace's records each time they grow by
+the store does: over the trace's records each time they grow by
 ``compact_at_spans`` (64) since the last pass, and when the local root ends.
 
 1. Retained bytes (tracemalloc, ``gc.collect()`` before each snapshot): the
    records held for the trace without compaction and with the default policy,
    and what remembering merged span ids for late children adds: as a dict, as
    two sorted ``array('Q')`` (member, composite) and as one ``array('Q')`` of
-   member ids per composite. Goal (issue 5): at least 10x fewer bytes.
+   member ids per composite. Goal: at least 10x fewer bytes.
 2. Time, in interleaved rounds (see `_harness`): replaying the trace's records
    into a holder that compacts, minus the same replay into one that only
    appends, per span; next to creating and ending a span with no processor in
@@ -107,7 +107,7 @@ class Recorder(SpanProcessor):
 
 
 def run_trace(tracer: Tracer, distinct_names: bool = False) -> None:
-    """A root and `CALLS` fast calls under it: the workload of issue 5."""
+    """A root and `CALLS` fast calls under it: the benchmark's workload."""
     start_span = tracer.start_as_current_span
     with start_span("handle_request"):
         for row in range(CALLS):
@@ -263,12 +263,12 @@ def run_benchmark(sizes: Sizes, progress: Callable[[str], object] | None = None)
     ratios = {name: added_ratios(timings, name) for name in (COMPACTING, COMPACTING_DISTINCT)}
     goals = [
         Goal(
-            "retained bytes: compacted / not compacted (issue 5)",
+            "retained bytes: compacted / not compacted",
             memory.compacted / memory.plain,
             0.1,
         ),
         Goal(
-            "added cost per span / span with no processor (proposed)",
+            "added cost per span / span with no processor (reported, no goal)",
             ratios[COMPACTING][1],
             0.1,
         ),

@@ -11,7 +11,7 @@ with ``SimpleSpanProcessor(InMemorySpanExporter())`` and with
 `TraceStore.on_end` alone on a store holding 100k traces against one holding
 1k, both full and evicting. Then tracemalloc compares the bytes a store
 retains per span with the SDK's own `ReadableSpan` objects. Each figure is
-printed next to its goal from issue 2.
+printed next to its goal.
 """
 
 from __future__ import annotations
@@ -453,7 +453,7 @@ def format_results(results: Results, command: str) -> str:
             ],
         ),
         "",
-        "Goals (issue 2)",
+        "Goals",
         format_goals(results.goals),
     ]
     return "\n".join(out)

@@ -45,7 +45,7 @@ REQUIRED = {
     "verification outcomes": SERIES[telemetry.TOKEN_VERIFICATIONS],
     "approval decisions": SERIES[telemetry.APPROVAL_DECISIONS],
 }
-"""What the issue asks the dashboard to show, by the series that carries it."""
+"""What the dashboard must show, by the series that carries it."""
 
 BROKEN_DOWN_BY = {
     SERIES[telemetry.TRACE_STORE_EVICTIONS]: EVICTION_REASON_LABEL,
@@ -188,7 +188,7 @@ def test_service_variable_lists_the_scraped_app(
     assert variable["allValue"] == GRAFANA_VARIABLES["service"]
 
 
-def test_dashboard_shows_every_signal_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
+def test_dashboard_shows_every_signal_an_operator_needs(dashboard: dict[str, Any]) -> None:
     shown = set().union(*(metric_names(promql) for _title, promql in queries(dashboard)))
 
     missing = {signal: name for signal, name in REQUIRED.items() if name not in shown}

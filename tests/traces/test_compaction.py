@@ -500,7 +500,7 @@ def test_both_stages_off_changes_nothing() -> None:
     assert compact_spans(spans, policy) == spans
 
 
-# -- the 002 seed's failure modes --------------------------------------------------
+# -- failure modes of naive compaction pipelines --------------------------------------------------
 
 
 def test_a_span_with_composite_attributes_is_not_taken_for_a_composite() -> None:

@@ -87,7 +87,7 @@ def test_composite_counts_plus_single_spans_equal_the_spans_that_came_in(
 def test_every_span_is_kept_or_merged_into_a_kept_composite(
     tree: Tree, policy: CompactionPolicy
 ) -> None:
-    # The 002 seed dropped whole messages; here every span id is accounted for.
+    # Naive pipelines drop whole messages; here every span id is accounted for.
     records = records_of(tree.spans)
 
     result = compact_records(records, policy)

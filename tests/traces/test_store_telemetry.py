@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -185,7 +186,10 @@ def otel_logs() -> Iterator[InMemoryLogExporter]:
     exporter = InMemoryLogExporter()
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
+    with warnings.catch_warnings():
+        # SDK 1.45 deprecates its LoggingHandler for a separate package; it still works.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
     logger = logging.getLogger("otel_bounded")
     logger.addHandler(handler)
     try:
