@@ -8,6 +8,7 @@ its docstring. Metric, span and attribute names are in `otel_bounded.telemetry`,
 
 from otel_bounded.approvals import (
     ApprovalAudit,
+    ApprovalEvictionReason,
     ApprovalGrant,
     ApprovalLedger,
     ApprovalOutcome,
@@ -49,6 +50,7 @@ from otel_bounded.version import __version__
 __all__ = [
     "ApprovalAudit",
     "ApprovalError",
+    "ApprovalEvictionReason",
     "ApprovalGrant",
     "ApprovalLedger",
     "ApprovalOutcome",

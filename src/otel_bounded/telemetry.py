@@ -351,7 +351,8 @@ class ApprovalCounts:
     terminal: int
     decisions: Mapping[tuple[str, str], int]
     """Keyed by (outcome, reason code); the reason code is "" for an allowed decision."""
-    evictions: int
+    evictions: Mapping[str, int]
+    """Ended grants evicted, by reason: ``retention`` or ``max_terminal`` (both always present)."""
 
 
 class HasApprovalCounts(Protocol):
@@ -396,7 +397,7 @@ def _create_approval_instruments(meter: metrics.Meter, owners: Owners) -> None:
     )
     meter.create_observable_counter(
         APPROVAL_EVICTIONS,
-        callbacks=[_callback(owners, _count("evictions", "telemetry_counts"))],
+        callbacks=[_callback(owners, _counts_by("evictions", EVICTION_REASON, "telemetry_counts"))],
         unit="{grant}",
-        description="Terminal approval grants evicted: retention passed or max_terminal reached.",
+        description="Ended approval grants evicted, by reason: retention or max_terminal.",
     )

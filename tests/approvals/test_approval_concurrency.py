@@ -120,3 +120,28 @@ def test_a_forked_child_cannot_spend_the_parents_grants(ledger: ApprovalLedger) 
     os.waitpid(pid, 0)
     assert child_outcome == ApprovalReason.NO_APPROVAL
     assert ledger.consume(token, DEPLOY, "deploy-agent").uses == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_keeps_counting_evictions_by_reason(clock: FakeClock) -> None:
+    # The evictions metric is a counter: a child's fresh stores must not restart it.
+    ledger = ApprovalLedger(clock=clock, retention_seconds=10, max_terminal=1)
+    for _ in range(2):
+        ledger.consume(granted(ledger), DEPLOY, "deploy-agent")  # the second pushes one out
+    clock.advance(10)  # the other passes its retention
+    assert ledger.telemetry_counts().evictions == {"retention": 1, "max_terminal": 1}
+    ledger.consume(granted(ledger), DEPLOY, "deploy-agent")  # the child forgets it: no eviction
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read_end)
+            evictions = ledger.telemetry_counts().evictions
+            os.write(write_end, repr(sorted(evictions.items())).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_evictions = pipe.read()
+    os.waitpid(pid, 0)
+    assert child_evictions == repr([("max_terminal", 1), ("retention", 1)])

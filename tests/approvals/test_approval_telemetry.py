@@ -185,9 +185,36 @@ def test_grant_and_eviction_metrics_follow_the_ledger(clock: FakeClock, otel: Te
     clock.advance(60)
     grants = {a[telemetry.APPROVAL_STATUS]: v for a, v in otel.points(telemetry.APPROVAL_GRANTS)}
     assert grants == {"live": 1, "terminal": 0}
-    [(attributes, evicted)] = otel.points(telemetry.APPROVAL_EVICTIONS)
-    assert evicted == 1
-    assert attributes[telemetry.COMPONENT_TYPE] == "otel_bounded_approval_ledger"
+    evictions = otel.points(telemetry.APPROVAL_EVICTIONS)
+    assert {a[telemetry.EVICTION_REASON]: v for a, v in evictions} == {
+        "retention": 1,
+        "max_terminal": 0,
+    }
+    for attributes, _ in evictions:
+        assert attributes[telemetry.COMPONENT_TYPE] == "otel_bounded_approval_ledger"
+
+
+def test_evictions_are_counted_by_reason_and_an_expired_live_grant_is_not_one(
+    clock: FakeClock, otel: Telemetry
+) -> None:
+    ledger = ApprovalLedger(
+        clock=clock, meter_provider=otel.meter_provider, retention_seconds=100, max_terminal=2
+    )
+    for _ in range(3):
+        ledger.consume(granted(ledger), DEPLOY, "deploy-agent")  # the third pushes one out
+    lapsing = granted(ledger, ttl_seconds=10)
+    clock.advance(10)  # `lapsing` expires: it ends, and ending is not an eviction
+
+    def evictions() -> dict[object, int | float]:
+        points = otel.points(telemetry.APPROVAL_EVICTIONS)
+        return {attributes[telemetry.EVICTION_REASON]: value for attributes, value in points}
+
+    assert evictions() == {"retention": 0, "max_terminal": 2}
+    refusal = attempt(lambda: ledger.verify(lapsing, DEPLOY, "deploy-agent"))
+    assert refusal is not None
+    assert refusal.reason_code == ApprovalReason.EXPIRED
+    clock.advance(100)
+    assert evictions() == {"retention": 2, "max_terminal": 2}
 
 
 # -- the token is a bearer credential -----------------------------------------

@@ -52,6 +52,7 @@ BROKEN_DOWN_BY = {
     SERIES[telemetry.TRACE_STORE_SPANS_DROPPED]: DROP_REASON_LABEL,
     SERIES[telemetry.TOKEN_VERIFICATIONS]: OUTCOME_LABEL,
     SERIES[telemetry.APPROVAL_DECISIONS]: REASON_CODE_LABEL,
+    SERIES[telemetry.APPROVAL_EVICTIONS]: EVICTION_REASON_LABEL,
 }
 
 # Stand-ins for Grafana's variables when a query goes straight to Prometheus.

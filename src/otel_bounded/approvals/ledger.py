@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_bounded import telemetry
 from otel_bounded.approvals.model import (
     ApprovalAudit,
+    ApprovalEvictionReason,
     ApprovalGrant,
     ApprovalOutcome,
     ApprovalScope,
@@ -31,8 +32,16 @@ from otel_bounded.approvals.model import (
     DelegationHop,
     check_name,
     check_reason,
+    plain_str,
+    same_person,
 )
-from otel_bounded.core import BoundedStore, Clock, reinit_after_fork, validate_clock
+from otel_bounded.core import (
+    BoundedStore,
+    Clock,
+    EvictionReason,
+    reinit_after_fork,
+    validate_clock,
+)
 from otel_bounded.errors import ApprovalError, ApprovalReason
 from otel_bounded.telemetry import ApprovalCounts
 
@@ -55,6 +64,11 @@ _TERMINAL_REASON = {
     ApprovalStatus.EXPIRED: ApprovalReason.EXPIRED,
     ApprovalStatus.REVOKED: ApprovalReason.REVOKED,
     ApprovalStatus.DENIED: ApprovalReason.DENIED,
+}
+# The terminal store has no weight bound, so these are its only two eviction reasons.
+_EVICTION_REASONS = {
+    EvictionReason.EXPIRED: ApprovalEvictionReason.RETENTION,
+    EvictionReason.CAPACITY: ApprovalEvictionReason.MAX_TERMINAL,
 }
 
 
@@ -148,21 +162,19 @@ class ApprovalLedger:
         max_terminal: int = 100_000,
         max_delegation_depth: int = MAX_DELEGATION_DEPTH,
     ) -> None:
-        _check_count("max_live", max_live)
-        _check_count("max_terminal", max_terminal)
-        _check_count("max_delegation_depth", max_delegation_depth, minimum=0)
-        _check_seconds("retention_seconds", retention_seconds)
-        _check_seconds("request_ttl_seconds", request_ttl_seconds)
+        self._max_live = _check_count("max_live", max_live)
+        self._max_terminal = _check_count("max_terminal", max_terminal)
+        self._max_delegation_depth = _check_count(
+            "max_delegation_depth", max_delegation_depth, minimum=0
+        )
+        self._retention = _check_seconds("retention_seconds", retention_seconds)
+        self._request_ttl = _check_seconds("request_ttl_seconds", request_ttl_seconds)
         self._clock = validate_clock(clock)
-        self._max_live = max_live
-        self._max_terminal = max_terminal
-        self._max_delegation_depth = max_delegation_depth
-        self._retention = float(retention_seconds)
-        self._request_ttl = float(request_ttl_seconds)
         self._tracer = telemetry.get_tracer(tracer_provider)
         self._lock = threading.Lock()
         self._decisions: Counter[tuple[str, str]] = Counter()
-        self._evictions_before = 0
+        # Evictions counted by stores a fork replaced, by reason: the metric is a counter.
+        self._evictions_before: Counter[str] = Counter()
         self._live, self._terminal = self._new_stores()
         self.component = telemetry.component_attributes(_COMPONENT_TYPE)
         reinit_after_fork(self._at_fork_reinit)
@@ -184,12 +196,15 @@ class ApprovalLedger:
         The request lapses after the ledger's `request_ttl_seconds` unless
         approved; once approved, it lasts `ttl_seconds` for `max_uses` uses.
         """
-        if not isinstance(scope, ApprovalScope):
-            raise ValueError(f"scope must be an ApprovalScope, got a {type(scope).__name__}")
+        # Exactly the class: a subclass's __eq__ could match scopes it was never granted for.
+        if type(scope) is not ApprovalScope:
+            raise ValueError(
+                f"scope must be an ApprovalScope (not a subclass), got a {type(scope).__name__}"
+            )
         requested_by = check_name("requested_by", requested_by)
         executor = check_name("executor", executor)
-        _check_seconds("ttl_seconds", ttl_seconds)
-        _check_count("max_uses", max_uses)
+        ttl = _check_seconds("ttl_seconds", ttl_seconds)
+        uses = _check_count("max_uses", max_uses)
         issued: list[str] = []
 
         def decide(now: float) -> _Grant:
@@ -200,9 +215,7 @@ class ApprovalLedger:
                     "resolve or revoke some, or raise max_live",
                 )
             token, key = self._new_token()
-            grant = _Grant(
-                key, scope, requested_by, executor, ttl_seconds, max_uses, now + self._request_ttl
-            )
+            grant = _Grant(key, scope, requested_by, executor, ttl, uses, now + self._request_ttl)
             self._live.put(key, grant, expires_at=grant.expires_at)
             issued.append(token)
             return grant
@@ -215,7 +228,7 @@ class ApprovalLedger:
             requested_by=requested_by,
             executor=executor,
             status=audit.status,
-            max_uses=max_uses,
+            max_uses=uses,
             expires_at=audit.expires_at,
             audit=audit,
         )
@@ -226,7 +239,7 @@ class ApprovalLedger:
 
         def decide(now: float) -> _Grant:
             grant = self._find_live(token, now, need=ApprovalStatus.PENDING)
-            if approver in (grant.requested_by, grant.executor):
+            if same_person(approver, grant.requested_by) or same_person(approver, grant.executor):
                 _refuse(
                     ApprovalReason.SELF_APPROVAL,
                     f"{approver} requested or would execute approval {grant.approval_id}; "
@@ -248,7 +261,7 @@ class ApprovalLedger:
     def deny(self, token: str, *, approver: str, reason: str) -> ApprovalAudit:
         """Refuse a pending request for good; the denial records `approver` and `reason`."""
         approver = check_name("approver", approver)
-        check_reason("reason", reason)
+        reason = check_reason("reason", reason)
 
         def decide(now: float) -> _Grant:
             grant = self._find_live(token, now, need=ApprovalStatus.PENDING)
@@ -260,7 +273,7 @@ class ApprovalLedger:
     def revoke(self, token: str, *, actor: str, reason: str = "") -> ApprovalAudit:
         """End a pending or granted approval for good; the revocation records `actor`."""
         actor = check_name("actor", actor)
-        check_reason("reason", reason)
+        reason = check_reason("reason", reason)
 
         def decide(now: float) -> _Grant:
             grant = self._find_live(token, now, need=None)
@@ -288,13 +301,12 @@ class ApprovalLedger:
         """
         by = check_name("by", by)
         to = check_name("to", to)
-        check_reason("reason", reason)
+        reason = check_reason("reason", reason)
         if session_id is not None:
             session_id = check_name("session_id", session_id)
-        if ttl_seconds is not None:
-            _check_seconds("ttl_seconds", ttl_seconds)
-        if max_uses is not None:
-            _check_count("max_uses", max_uses)
+        # Plain numbers from here on: a subclass's comparisons could widen the grant.
+        ttl = None if ttl_seconds is None else _check_seconds("ttl_seconds", ttl_seconds)
+        uses = None if max_uses is None else _check_count("max_uses", max_uses)
 
         def decide(now: float) -> _Grant:
             grant = self._find_live(token, now, need=ApprovalStatus.GRANTED)
@@ -306,14 +318,14 @@ class ApprovalLedger:
                     "only its current executor may delegate it",
                     grant,
                 )
-            if to == grant.approving_actor:
+            if same_person(to, grant.approving_actor):
                 _refuse(
                     ApprovalReason.SELF_APPROVAL,
                     f"{to} approved approval {grant.approval_id}, so may not execute it "
                     "(four eyes)",
                     grant,
                 )
-            if to == by:
+            if same_person(to, by):
                 _refuse(
                     ApprovalReason.DELEGATION_NOT_ALLOWED,
                     f"{to} already executes approval {grant.approval_id}",
@@ -328,28 +340,28 @@ class ApprovalLedger:
                     grant,
                 )
             expires_at = grant.expires_at
-            if ttl_seconds is not None:
-                expires_at = now + ttl_seconds
+            if ttl is not None:
+                expires_at = now + ttl
                 if expires_at > grant.expires_at:
                     _refuse(
                         ApprovalReason.DELEGATION_NOT_ALLOWED,
                         f"a delegation may not extend approval {grant.approval_id}: "
-                        f"ttl_seconds={ttl_seconds} ends after its expiry, "
+                        f"ttl_seconds={ttl:g} ends after its expiry, "
                         f"{grant.expires_at - now:.3f}s from now",
                         grant,
                     )
             remaining = grant.max_uses - grant.uses
-            if max_uses is not None and max_uses > remaining:
+            if uses is not None and uses > remaining:
                 _refuse(
                     ApprovalReason.DELEGATION_NOT_ALLOWED,
                     f"a delegation may not add uses to approval {grant.approval_id}: "
-                    f"max_uses={max_uses} but {remaining} remain",
+                    f"max_uses={uses} but {remaining} remain",
                     grant,
                 )
             grant.chain.append(DelegationHop(to, reason, session_id))
             grant.executor = to
-            if max_uses is not None:
-                grant.max_uses = grant.uses + max_uses
+            if uses is not None:
+                grant.max_uses = grant.uses + uses
             if expires_at != grant.expires_at:
                 grant.expires_at = expires_at
                 self._live.put(grant.key, grant, expires_at=expires_at)
@@ -400,7 +412,10 @@ class ApprovalLedger:
                 live=len(self._live),
                 terminal=len(terminal),
                 decisions=dict(self._decisions),
-                evictions=self._evictions_before + sum(terminal.evictions.values()),
+                evictions={
+                    reason: self._evictions_before[reason] + terminal.evictions[core_reason]
+                    for core_reason, reason in _EVICTION_REASONS.items()
+                },
             )
 
     # -- internals -------------------------------------------------------
@@ -424,7 +439,7 @@ class ApprovalLedger:
             with self._lock:
                 now = self._clock()
                 self._expire()
-                actor = self._shown(actor)
+                shown = self._shown(actor)
                 # A token given as a name or a reason (arguments out of order) would be
                 # recorded in the audit and spans of every later operation: refuse it.
                 if any(self._shown(text) is _REDACTED for text in given):
@@ -437,14 +452,14 @@ class ApprovalLedger:
                 except _Refused as refused:
                     refusal = refused.error
                     self._decisions[ApprovalOutcome.REFUSED, refusal.reason_code] += 1
-                    attributes = _attributes(actor, scope, refused.grant, presented_scope)
+                    attributes = _attributes(shown, scope, refused.grant, presented_scope)
                     attributes[telemetry.OUTCOME] = ApprovalOutcome.REFUSED
                     attributes[telemetry.APPROVAL_REASON_CODE] = refusal.reason_code
                 else:
                     self._decisions[ApprovalOutcome.ALLOWED, ""] += 1
-                    attributes = _attributes(actor, scope, grant, presented_scope)
+                    attributes = _attributes(shown, scope, grant, presented_scope)
                     attributes[telemetry.OUTCOME] = ApprovalOutcome.ALLOWED
-                    audit = _audit(operation, actor, grant, now, reason)
+                    audit = _audit(operation, shown, grant, now, reason)
         except BaseException as unexpected:
             span.set_status(Status(StatusCode.ERROR, type(unexpected).__name__))
             span.end()
@@ -457,28 +472,33 @@ class ApprovalLedger:
         span.end()
         return audit
 
-    def _shown(self, actor: object) -> object:
-        """`actor`, unless it is a token this ledger holds (say, arguments passed out of order)."""
-        if isinstance(actor, str) and len(actor) == _TOKEN_LENGTH:
-            key = _token_key(actor)
+    def _shown(self, actor: object) -> str | None:
+        """`actor` as a plain `str` (None if it is none), or redacted if it is a token we hold.
+
+        A held token there means arguments passed out of order.
+        """
+        text = plain_str(actor)
+        if text is not None and len(text) == _TOKEN_LENGTH:
+            key = _token_key(text)
             if key is not None and (key in self._live or key in self._terminal):
                 return _REDACTED
-        return actor
+        return text
 
     def _check_use(
         self, token: object, scope: object, executing_actor: object, now: float
     ) -> _Grant:
         grant = self._find_live(token, now, need=ApprovalStatus.GRANTED)
         _check_uses_left(grant)
-        # Exact types: an object with a permissive __eq__ (say, mock.ANY) matches nothing.
+        # Exact types: an object with a permissive __eq__ (say, mock.ANY) matches nothing,
+        # and no method of a subclass runs (not even __repr__, for the message).
         if type(scope) is not ApprovalScope or scope != grant.scope:
-            asked = repr(scope) if isinstance(scope, ApprovalScope) else type(scope).__name__
+            asked = repr(scope) if type(scope) is ApprovalScope else type(scope).__name__
             _refuse(
                 ApprovalReason.SCOPE_MISMATCH,
                 f"approval {grant.approval_id} does not cover {asked}; scopes match exactly",
                 grant,
             )
-        if not isinstance(executing_actor, str) or not str.__eq__(grant.executor, executing_actor):
+        if plain_str(executing_actor) != grant.executor:
             _refuse(
                 ApprovalReason.UNAUTHORIZED_DELEGATE,
                 f"approval {grant.approval_id} is bound to another executor; only the "
@@ -566,14 +586,18 @@ class ApprovalLedger:
         # are refused as unknown there. Fresh stores also drop any state another
         # thread was half-way through changing at fork time.
         self._lock = threading.Lock()
-        self._evictions_before += sum(self._terminal.evictions.values())
+        for core_reason, reason in _EVICTION_REASONS.items():
+            self._evictions_before[reason] += self._terminal.evictions[core_reason]
         self._live, self._terminal = self._new_stores()
 
 
 def _token_key(token: object) -> str | None:
-    if not isinstance(token, str) or not token.isascii() or len(token) > _MAX_TOKEN_LENGTH:
+    """The SHA-256 hex digest a grant is held under, or None for what cannot be a token."""
+    # Copied to a plain str first, so that no method of a str subclass runs.
+    text = plain_str(token)
+    if text is None or not text.isascii() or len(text) > _MAX_TOKEN_LENGTH:
         return None
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _check_uses_left(grant: _Grant) -> None:
@@ -600,11 +624,13 @@ def _ended(grant: _Grant) -> str:
     return f"{approval} was denied by {grant.closed_by}"
 
 
-def _audit(operation: str, actor: object, grant: _Grant, now: float, reason: str) -> ApprovalAudit:
+def _audit(
+    operation: str, actor: str | None, grant: _Grant, now: float, reason: str
+) -> ApprovalAudit:
     chain = tuple(grant.chain)
     return ApprovalAudit(
         operation=operation,
-        actor=actor if isinstance(actor, str) else "",
+        actor=actor if actor is not None else "",
         approval_id=grant.approval_id,
         scope=grant.scope,
         requested_by=grant.requested_by,
@@ -622,11 +648,11 @@ def _audit(operation: str, actor: object, grant: _Grant, now: float, reason: str
 
 
 def _attributes(
-    actor: object, scope: object, grant: _Grant | None, presented_scope: bool
+    actor: str | None, scope: object, grant: _Grant | None, presented_scope: bool
 ) -> dict[str, AttributeValue]:
     """Span attributes: fingerprints, names and counts only, never a token."""
     attributes: dict[str, AttributeValue] = {}
-    if isinstance(actor, str):
+    if actor is not None:
         attributes[telemetry.APPROVAL_ACTOR] = actor
     if grant is not None:
         attributes[telemetry.APPROVAL_ID] = grant.approval_id
@@ -642,7 +668,7 @@ def _attributes(
         if not presented_scope:
             scope = grant.scope
     # verify and consume show the scope asked for: on a mismatch that is the news.
-    if isinstance(scope, ApprovalScope):
+    if type(scope) is ApprovalScope:
         attributes[telemetry.APPROVAL_POLICY] = scope.policy
         attributes[telemetry.APPROVAL_ACTION] = scope.action
         if scope.resource is not None:
@@ -650,16 +676,44 @@ def _attributes(
     return attributes
 
 
-def _check_count(name: str, value: object, *, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_count(name: str, value: object, *, minimum: int = 1) -> int:
+    """`value` as a plain `int` >= `minimum`, or `ValueError`.
+
+    Copied to a plain `int` before it is compared: a subclass's `__gt__` could
+    let a delegation add uses.
+    """
+    # type(), not isinstance() alone: isinstance believes a forged __class__.
+    if isinstance(value, int) and issubclass(type(value), int) and type(value) is not bool:
+        count = int.__int__(value)
+        if count >= minimum:
+            return count
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {_described(value)}")
 
 
-def _check_seconds(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not value > 0
-        or math.isinf(value)
-    ):
-        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+def _check_seconds(name: str, value: object) -> float:
+    """`value` as a plain, finite `float` > 0, or `ValueError`.
+
+    Copied to a plain `float` before it is compared, as `_check_count` does.
+    """
+    seconds = math.nan
+    if isinstance(value, float) and issubclass(type(value), float):
+        seconds = float.__float__(value)
+    elif isinstance(value, int) and issubclass(type(value), int) and type(value) is not bool:
+        try:
+            seconds = float(int.__int__(value))
+        except OverflowError:
+            seconds = math.inf
+    if seconds > 0 and not math.isinf(seconds):
+        return seconds
+    raise ValueError(f"{name} must be a finite number of seconds > 0, got {_described(value)}")
+
+
+def _described(value: object) -> str:
+    """An invalid argument as its error shows it: a plain number, else only its type.
+
+    Never a string's text (a token passed in the wrong place would land in the
+    message, and from there in logs), nor a subclass's own repr.
+    """
+    if type(value) is float or (type(value) is int and value.bit_length() <= 64):
+        return repr(value)
+    return f"a value of type {type(value).__name__}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -9,6 +10,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_REASON_LENGTH",
     "ApprovalAudit",
+    "ApprovalEvictionReason",
     "ApprovalGrant",
     "ApprovalOutcome",
     "ApprovalScope",
@@ -20,6 +22,9 @@ MAX_NAME_LENGTH = 256
 """Longest actor, session id, policy, action or resource: a ledger's memory is bounded by count."""
 MAX_REASON_LENGTH = 1024
 """Longest free-text reason kept with a denial, revocation or delegation."""
+# Unicode categories a name may not hold: they print as nothing (control, format,
+# surrogate) or break the line (line and paragraph separators).
+_UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class ApprovalStatus(str, Enum):
@@ -45,6 +50,19 @@ class ApprovalOutcome:
 
     ALLOWED = "allowed"
     REFUSED = "refused"
+
+
+class ApprovalEvictionReason:
+    """Values of ``otel_bounded.eviction.reason`` on the approval evictions metric.
+
+    Only ended grants are ever evicted; a live grant that expires becomes an
+    ended (``expired``) one, which is not an eviction.
+    """
+
+    RETENTION = "retention"
+    """Its `retention_seconds` passed."""
+    MAX_TERMINAL = "max_terminal"
+    """`max_terminal` ended grants were held, and it was the oldest."""
 
 
 @dataclass(frozen=True)
@@ -124,22 +142,76 @@ class ApprovalGrant:
     audit: ApprovalAudit
 
 
-def check_name(name: str, value: object) -> str:
-    """`value` as an exact `str`; `ValueError` unless it is a non-empty, bounded string.
+def plain_str(value: object) -> str | None:
+    """`value` as an exact `str` when it is a string, else None; no method of `value` runs.
 
-    A `str` subclass could redefine equality, and an actor or scope compared
-    with a redefined equality could match anyone.
+    A `str` subclass can redefine any method (`encode`, `__len__`, `__eq__`), so
+    it is copied to a plain `str` before anything else touches it. The test is
+    on `type()`: `isinstance` believes an object that forges its `__class__`.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValueError(f"{name} must be at most {MAX_NAME_LENGTH} characters, got {len(value)}")
-    return str.__str__(value)
+    if isinstance(value, str) and issubclass(type(value), str):
+        return str.__str__(value)
+    return None
 
 
-def check_reason(name: str, value: object) -> None:
-    """Raise `ValueError` unless `value` is a string of bounded length (it may be empty)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a string, got {value!r}")
-    if len(value) > MAX_REASON_LENGTH:
-        raise ValueError(f"{name} must be at most {MAX_REASON_LENGTH} characters, got {len(value)}")
+def check_name(name: str, value: object) -> str:
+    """`value` as an exact `str`; `ValueError` unless it is a name a person can read as written.
+
+    Refused: anything but a string, the empty string, more than
+    `MAX_NAME_LENGTH` characters, whitespace at either end, and characters that
+    print as nothing or as a plain space (control and format characters, line
+    and paragraph separators, spaces other than U+0020, lone surrogates).
+    Otherwise ``"bot\u200b"`` would pass four eyes as someone other than
+    ``"bot"`` while reading the same in every audit. The message never repeats
+    the value: it may be a token passed in the wrong place.
+    """
+    text = plain_str(value)
+    if text is None:
+        raise ValueError(f"{name} must be a string, got a value of type {type(value).__name__}")
+    if not text:
+        raise ValueError(f"{name} must be a non-empty string")
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError(f"{name} must be at most {MAX_NAME_LENGTH} characters, got {len(text)}")
+    if text != text.strip():
+        raise ValueError(f"{name} must not begin or end with whitespace")
+    # isprintable() is one pass in C and true for nearly every name; only a name
+    # it flags is looked at character by character.
+    if not text.isprintable():
+        for index, char in enumerate(text):
+            category = unicodedata.category(char)
+            if category in _UNSEEN_CATEGORIES or (category == "Zs" and char != " "):
+                raise ValueError(
+                    f"{name} must not contain U+{ord(char):04X} (Unicode category {category}, "
+                    f"at index {index}): names may hold a plain space, but no control, format "
+                    "or other invisible character"
+                )
+    return text
+
+
+def same_person(name: str, other: str | None) -> bool:
+    """Whether two checked names name the same person, for four eyes.
+
+    Names are compared after Unicode compatibility normalisation and case
+    folding (NFKC, then casefold, then NFKC again, since folding can leave
+    text unnormalised): ``Bot``, ``BOT`` and ``bot`` typed in full-width
+    letters are all ``bot``. This may only refuse more; records keep each
+    name as given.
+    """
+    return other is not None and _folded(name) == _folded(other)
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def check_reason(name: str, value: object) -> str:
+    """`value` as an exact `str`; `ValueError` unless it is a string of bounded length.
+
+    A reason may be empty and may hold any character: it is free text for people.
+    """
+    text = plain_str(value)
+    if text is None:
+        raise ValueError(f"{name} must be a string, got a value of type {type(value).__name__}")
+    if len(text) > MAX_REASON_LENGTH:
+        raise ValueError(f"{name} must be at most {MAX_REASON_LENGTH} characters, got {len(text)}")
+    return text
