@@ -243,3 +243,94 @@ def test_a_compacting_store_keeps_totals_parents_and_counts_on_random_trees(
             assert any(kept.context.span_id == span.context.span_id for kept in held)
     assert accounted(store)
     assert encode_spans(held).SerializeToString()
+
+
+def _late_child_scenario(store: TraceStore) -> tuple[Recorder, int]:
+    """Fast calls whose third gets a child ending only after the calls were compacted."""
+    from opentelemetry import trace
+
+    recorder = Recorder(store)
+    root = recorder.tracer.start_span("agent.step", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    calls = [
+        recorder.tracer.start_span("q", context=parent, start_time=T0 + (i + 1) * MS)
+        for i in range(3)
+    ]
+    late = recorder.tracer.start_span(
+        "late.child", context=trace.set_span_in_context(calls[2]), start_time=T0 + 3 * MS + 1
+    )
+    for index, call in enumerate(calls):
+        call.end(end_time=T0 + (index + 1) * MS + 500)
+    other = recorder.tracer.start_span("other", context=parent, start_time=T0 + 5 * MS)
+    other.end(end_time=T0 + 6 * MS)
+    late.end(end_time=T0 + 7 * MS)  # arrives when the trace is full: compacted first
+    root.end(end_time=T0 + 8 * MS)
+    return recorder, root.get_span_context().trace_id
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        pytest.param(
+            TraceStore(max_spans_per_trace=4, compaction=CompactionPolicy(compact_at_spans=100)),
+            id="at the per-trace cap",
+        ),
+        pytest.param(
+            TraceStore(max_spans=4, compaction=CompactionPolicy(compact_at_spans=100)),
+            id="under span-cap pressure",
+        ),
+    ],
+)
+def test_a_late_child_whose_parent_is_merged_just_before_it_is_stored_keeps_a_parent(
+    store: TraceStore,
+) -> None:
+    recorder, trace_id = _late_child_scenario(store)
+    held = recorder.store.get(trace_id)
+    held_ids = {span.context.span_id for span in held}
+    (late,) = [span for span in held if span.name == "late.child"]
+    assert late.parent is not None
+    assert late.parent.span_id in held_ids
+    assert accounted(recorder.store)
+
+
+def test_a_full_trace_with_nothing_to_merge_is_not_recompacted_for_every_dropped_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import otel_bounded.traces.store as store_module
+
+    passes = []
+    real = store_module.compact_records
+
+    def counting(records, policy):  # type: ignore[no-untyped-def]
+        passes.append(len(records))
+        return real(records, policy)
+
+    monkeypatch.setattr(store_module, "compact_records", counting)
+    from opentelemetry import trace
+
+    recorder = Recorder(
+        TraceStore(max_spans_per_trace=50, compaction=CompactionPolicy(compact_at_spans=1_000))
+    )
+    root = recorder.tracer.start_span("agent.step", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    for index in range(500):  # distinct names: nothing can merge
+        child = recorder.tracer.start_span(
+            f"step-{index}", context=parent, start_time=T0 + (index + 1) * MS
+        )
+        child.end(end_time=T0 + (index + 1) * MS + 10)
+    assert recorder.store.stats().drops_by_reason["max_spans_per_trace"] == 450
+    # One pass when the trace first filled up; none for the 449 spans dropped after it.
+    assert passes == [50]
+
+
+def test_remembered_merged_ids_are_bounded_by_the_span_cap() -> None:
+    store = TraceStore(max_spans=200, compaction=CompactionPolicy(compact_at_spans=16))
+    recorder = Recorder(store)
+    for _ in range(50):
+        recorder.chatty_trace(300, close=False)
+    compactor = store._compactor
+    assert compactor is not None
+    assert compactor._remembered <= 200
+    assert sum(len(members) for members, _ in compactor._merged.values()) == compactor._remembered
+    assert store.stats().spans <= 200
+    assert accounted(store)

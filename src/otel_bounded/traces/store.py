@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ class TraceStore(SpanProcessor):
         self._compactor = (
             None
             if compaction is None
-            else _Compactor(compaction, self._traces, max_spans_per_trace)
+            else _Compactor(compaction, self._traces, remembered_budget=max_spans)
         )
         self.component = telemetry.component_attributes(_COMPONENT_TYPE)
         reinit_after_fork(self._at_fork_reinit)
@@ -205,15 +206,17 @@ class TraceStore(SpanProcessor):
     def _record_compacting(self, trace_id: int, record: Record, compactor: _Compactor) -> None:
         """`on_end` with compaction: compact before anything is evicted or dropped."""
         traces = self._traces
-        record = compactor.adopt(trace_id, record)
         if traces.weight >= self._max_spans:
             compactor.relieve(self._max_spans - 1)
         records = traces.grow(trace_id)
         if records.__class__ is Refusal:
-            # Compact the trace itself before dropping: caps count held spans.
+            # Compact the trace itself before dropping a span of it: caps count
+            # held spans. Only if it grew since its last pass, or nothing changes.
             held = traces.get(trace_id)
-            if held is not None and compactor.compact(trace_id, held):
+            if held is not None and compactor.compact_if_grown(trace_id, held):
                 records = traces.grow(trace_id)
+        # After any pass above: the span's parent may just have been merged away.
+        record = compactor.adopt(trace_id, record)
         if records is None:
             # New, evicted or expired: the trace starts afresh.
             records = [record]
@@ -426,9 +429,11 @@ class _Compactor:
         "_at_spans",
         "_dirty",
         "_due",
-        "_max_remembered",
+        "_last_pass",
         "_merged",
         "_policy",
+        "_remembered",
+        "_remembered_budget",
         "_traces",
         "compactions",
         "spans_compacted",
@@ -438,31 +443,36 @@ class _Compactor:
         self,
         policy: CompactionPolicy,
         traces: BoundedStore[int, list[Record]],
-        max_remembered: int,
+        remembered_budget: int,
     ) -> None:
         self._policy = policy
         self._traces = traces
         self._at_spans = policy.compact_at_spans
         self._due: dict[int, int] = {}
+        self._last_pass: dict[int, int] = {}
         # Traces grown since their last pass, least recently active first.
         self._dirty: OrderedDict[int, None] = OrderedDict()
-        # Merged-away span ids and their composites, as two parallel arrays of
-        # 8-byte ids (a dict would cost 9x more); the latest `max_remembered`
-        # per trace are kept.
-        self._merged: dict[int, tuple[array[int], array[int]]] = {}
-        self._max_remembered = max_remembered
+        # Merged-away span ids and their composites, per trace: two parallel
+        # arrays of 8-byte ids sorted by member id (a dict would cost 9x more),
+        # least recently merged trace first. At most `remembered_budget` ids in
+        # all (the span cap): the oldest trace's are forgotten first.
+        self._merged: OrderedDict[int, tuple[array[int], array[int]]] = OrderedDict()
+        self._remembered = 0
+        self._remembered_budget = remembered_budget
         self.compactions = 0
         self.spans_compacted = 0
 
     def adopt(self, trace_id: int, record: Record) -> Record:
         """`record`, re-parented to a composite if its parent was merged away."""
+        if not self._merged or not record[4] & HAS_PARENT:
+            return record
         merged = self._merged.get(trace_id)
-        if merged is None or not record[4] & HAS_PARENT:
+        if merged is None:
             return record
         members, composites = merged
-        try:
-            index = members.index(record[1])
-        except ValueError:
+        parent = record[1]
+        index = bisect_left(members, parent)
+        if index == len(members) or members[index] != parent:
             return record
         return (record[0], composites[index], *record[2:])
 
@@ -477,56 +487,81 @@ class _Compactor:
             self.compact(trace_id, records)
 
     def relieve(self, target: int) -> None:
-        """Compact least recently active traces until at most `target` spans are held."""
+        """Compact least recently active traces until at most `target` spans are held.
+
+        A pass costs what its trace holds, so a trace is compacted again only
+        once it grew by a quarter since its last pass: amortized O(1) per span.
+        Each trace leaves the queue when looked at and joins it again with its
+        next span.
+        """
         traces = self._traces
         dirty = self._dirty
+        last_pass = self._last_pass
         while dirty and traces.weight > target:
             trace_id, _ = dirty.popitem(last=False)
             records = traces.get(trace_id)
-            if records is not None:
+            if records is None:
+                continue
+            last = last_pass.get(trace_id, 0)
+            if len(records) - last >= max(1, last // 4):
                 self.compact(trace_id, records)
+
+    def compact_if_grown(self, trace_id: int, records: list[Record]) -> bool:
+        """Compact a full trace before dropping a span of it, unless nothing changed since."""
+        return trace_id in self._dirty and self.compact(trace_id, records)
 
     def compact(self, trace_id: int, records: list[Record]) -> bool:
         """Compact one held trace in place; True when it merged anything."""
         self._dirty.pop(trace_id, None)
         result = compact_records(records, self._policy)
-        self._due[trace_id] = len(result.records) + self._at_spans
+        held = len(result.records)
+        self._due[trace_id] = held + self._at_spans
+        self._last_pass[trace_id] = held
         if not result.merged_away:
             return False
         records[:] = result.records
-        self._traces.set_weight(trace_id, len(records))
+        self._traces.set_weight(trace_id, held)
         self.compactions += 1
         self.spans_compacted += result.merged_away
         self._remember(trace_id, result.merged)
         return True
 
     def _remember(self, trace_id: int, merged: Mapping[int, int]) -> None:
-        held = self._merged.get(trace_id)
-        if held is None:
-            members, composites = array("Q"), array("Q")
-            self._merged[trace_id] = (members, composites)
-        else:
-            members, composites = held
+        pairs: dict[int, int] = {}
+        held = self._merged.pop(trace_id, None)
+        if held is not None:
+            self._remembered -= len(held[0])
             # A composite merged into a larger one: its members now belong to that one.
-            for index, composite in enumerate(composites):
-                if composite in merged:
-                    composites[index] = merged[composite]
-        members.extend(merged.keys())
-        composites.extend(merged.values())
-        excess = len(members) - self._max_remembered
-        if excess > 0:
-            del members[:excess]
-            del composites[:excess]
+            pairs = {m: merged.get(c, c) for m, c in zip(held[0], held[1], strict=True)}
+        pairs.update(merged)
+        if len(pairs) > self._remembered_budget:
+            # Late children come soon after their parent: keep this pass's merges.
+            pairs = dict(list(merged.items())[: self._remembered_budget])
+        # Sorted for bisect in `adopt`; a pass sorts anyway, this is part of it.
+        ordered = sorted(pairs.items())
+        self._merged[trace_id] = (
+            array("Q", [m for m, _ in ordered]),
+            array("Q", [c for _, c in ordered]),
+        )
+        self._remembered += len(ordered)
+        while self._remembered > self._remembered_budget and len(self._merged) > 1:
+            _, (members, _) = self._merged.popitem(last=False)
+            self._remembered -= len(members)
 
     def forget(self, trace_id: int) -> None:
         self._due.pop(trace_id, None)
+        self._last_pass.pop(trace_id, None)
         self._dirty.pop(trace_id, None)
-        self._merged.pop(trace_id, None)
+        held = self._merged.pop(trace_id, None)
+        if held is not None:
+            self._remembered -= len(held[0])
 
     def clear(self) -> None:
         self._due.clear()
+        self._last_pass.clear()
         self._dirty.clear()
         self._merged.clear()
+        self._remembered = 0
 
 
 def _check_cap(name: str, value: object) -> None:
