@@ -119,6 +119,14 @@ def _row(setting: config.Setting) -> dict[str, Any]:
             # A parser's message may quote the value it rejected (int() does).
             reason = _redact(reason or "", ignored)
             ignored = _REDACTED
+    elif variable.redact is not None:
+        # Shown, as operators need to see which store is used, but without its credentials.
+        if isinstance(value, str):
+            value = variable.redact(value)
+        if ignored is not None:
+            shown = variable.redact(ignored)
+            reason = (reason or "").replace(ignored, shown)
+            ignored = shown
     error = None
     if ignored is not None and variable.strict:
         error = f"invalid value {_quoted(ignored)}: {reason}; expected {variable.range}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,7 @@ __all__ = [
     "Variable",
     "read",
     "read_arguments",
+    "redact_url",
     "resolve",
 ]
 
@@ -72,6 +75,58 @@ def _text(text: str) -> str:
     return text
 
 
+_CREDENTIAL_NAME = re.compile(r"pass|pwd|user|secret|token|auth|cred|key", re.IGNORECASE)
+_QUERY_FIELD = re.compile(r"([^&;=]*)(=?)([^&;]*)")
+# URL parsers (urllib, so redis-py) drop these before splitting: so must the redaction.
+_IGNORED_BY_URL_PARSERS = str.maketrans("", "", "\t\r\n")
+
+
+def redact_url(url: str) -> str:
+    """`url` with every credential in it replaced by ``***``, for messages, reprs and output.
+
+    Credentials hide in the userinfo (``user:password@``; both parts go, as
+    a lone ``secret@`` is often a password) and in query parameters clients
+    such as redis-py honour (``?password=``, ``?username=``). The userinfo
+    runs to the last ``@``, so a password holding an unescaped ``#``, ``?``
+    or ``/`` is hidden whole. The rest is kept as written, so an operator
+    still sees which store is used.
+    """
+    text = url.translate(_IGNORED_BY_URL_PARSERS)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    userinfo, at = "", ""
+    if not rest.startswith("/"):  # sqlite:///path has no authority, so no userinfo
+        userinfo, at, remainder = rest.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            userinfo = ("***" if user else "") + (":***" if colon else "")
+            rest = remainder
+    body, hash_mark, fragment = rest.partition("#")
+    location, question_mark, query = body.partition("?")
+    if "=" in location:  # what a misplaced @ left of a query
+        location = _QUERY_FIELD.sub(_redact_query_field, location)
+    return "".join(
+        (
+            scheme + separator,
+            userinfo,
+            at,
+            location,
+            question_mark,
+            _QUERY_FIELD.sub(_redact_query_field, query),
+            hash_mark,
+            "***" if fragment else "",
+        )
+    )
+
+
+def _redact_query_field(field: re.Match[str]) -> str:
+    name, equals, value = field.groups()
+    if value and _CREDENTIAL_NAME.search(urllib.parse.unquote_plus(name)):
+        value = "***"
+    return f"{name}{equals}{value}"
+
+
 @dataclass(frozen=True)
 class Variable:
     """One ``OTEL_BOUNDED_*`` variable: what it sets, its default and how it is parsed."""
@@ -83,6 +138,8 @@ class Variable:
     effect: str
     strict: bool = False
     secret: bool = False
+    redact: Callable[[str], str] | None = None
+    """Shows a value with its credentials hidden (a URL's password), for a non-secret variable."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +247,7 @@ REVOCATION_STORE = Variable(
     "memory | sqlite:///path | redis://host:port/db",
     "Where revocations are kept: this process, a SQLite file, or a Redis shared by every replica.",
     strict=True,
+    redact=redact_url,
 )
 
 VARIABLES: tuple[Variable, ...] = (

@@ -1,11 +1,14 @@
-"""Helpers for the token tests: real OpenTelemetry SDK readers and a provider factory."""
+"""Helpers for the token tests: real OpenTelemetry SDK readers, and tokens signed by hand."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, hmac
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -13,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_bounded.telemetry import COMPONENT_NAME
+from otel_bounded.tokens import derive_key_id
 
 SECRET = b"correct horse battery staple, 32+ bytes of key"
 OTHER_SECRET = b"another secret that is long enough to be a key"
@@ -65,3 +69,19 @@ class Telemetry:
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+
+
+def signed_token(fields: list[Any] | str, secret: bytes = SECRET) -> str:
+    """An encoded token over any payload (`fields`, or JSON text), signed with `secret`.
+
+    What only a holder of the secret can make: a replica running other code,
+    or an older version of this one.
+    """
+    key_id = derive_key_id(secret)
+    text = fields if isinstance(fields, str) else json.dumps(fields, separators=(",", ":"))
+    payload = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+    signing_input = f"otb1.{key_id}.{payload}"
+    mac = hmac.HMAC(secret, hashes.SHA256())
+    mac.update(signing_input.encode("ascii"))
+    signature = base64.urlsafe_b64encode(mac.finalize()).rstrip(b"=").decode()
+    return f"{signing_input}.{signature}"

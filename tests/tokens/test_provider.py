@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from pathlib import Path
@@ -25,7 +26,7 @@ from otel_bounded.tokens import (
     derive_key_id,
 )
 from tests.support import FakeClock
-from tests.tokens.helpers import OTHER_SECRET, SECRET
+from tests.tokens.helpers import OTHER_SECRET, SECRET, signed_token
 
 ALICE = {"expected_principal_id": "alice", "expected_capability_id": "read"}
 
@@ -433,3 +434,212 @@ def test_token_constructed_by_hand_with_a_copied_signature_does_not_verify(
     )
     with pytest.raises(TokenInvalid):
         provider.verify(forged, expected_principal_id="alice", expected_capability_id="admin")
+
+
+# -- tokens from a clock ahead (not-before) -------------------------------------
+
+
+def test_a_token_issued_further_ahead_than_the_clock_skew_is_invalid(clock: FakeClock) -> None:
+    """A replica whose clock runs ahead mints tokens that would escape revoke_all cut-offs."""
+    verifier = HMACTokenProvider(SECRET, clock=clock, max_clock_skew_seconds=60)
+    within = HMACTokenProvider(SECRET, clock=FakeClock(clock.now + 60)).issue("read", "alice")
+    beyond = HMACTokenProvider(SECRET, clock=FakeClock(clock.now + 61)).issue("read", "alice")
+
+    verifier.verify(within, **ALICE)
+    verifier.decode(within.encode())
+    for form in (beyond, beyond.encode()):
+        with pytest.raises(TokenInvalid, match="max_clock_skew_seconds") as refused:
+            verifier.verify(form, **ALICE)
+        assert refused.value.token_id == beyond.token_id
+    with pytest.raises(TokenInvalid, match="future"):
+        verifier.decode(beyond.encode())
+    clock.advance(1)  # within the skew now
+    verifier.verify(beyond, **ALICE)
+
+
+def test_a_token_from_a_clock_far_ahead_cannot_escape_revoke_all(clock: FakeClock) -> None:
+    ahead = HMACTokenProvider(SECRET, clock=FakeClock(clock.now + 3600))
+    provider = HMACTokenProvider(SECRET, clock=clock)
+    token = ahead.issue("read", "alice")
+
+    provider.revoke_all("alice")
+
+    with pytest.raises(TokenInvalid, match="future"):
+        provider.verify(token, **ALICE)
+
+
+@pytest.mark.parametrize("skew", [-1, float("nan"), float("inf"), True, "60", None, 1e12])
+def test_invalid_clock_skew_is_refused(skew: object) -> None:
+    with pytest.raises(ValueError, match="max_clock_skew_seconds"):
+        HMACTokenProvider(SECRET, max_clock_skew_seconds=skew)  # type: ignore[arg-type]
+
+
+def test_clock_skew_may_be_zero() -> None:
+    """Zero: clocks that agree exactly, as on one host; a token issued after a cut-off
+    at the same reading (one ulp later) still verifies."""
+    clock = FakeClock()
+    provider = HMACTokenProvider(SECRET, clock=clock, max_clock_skew_seconds=0)
+    provider.revoke_all("alice")
+
+    token = provider.issue("read", "alice")
+
+    assert token.issued_at > clock.now
+    provider.verify(token, **ALICE)
+    assert provider.max_clock_skew_seconds == 0
+
+
+# -- text no store can encode ----------------------------------------------------
+
+LONE_SURROGATE = json.loads('"bob\\ud800"')
+
+
+@pytest.mark.parametrize("argument", ["capability_id", "principal_id", "audit_id"])
+def test_issue_refuses_ids_with_no_utf8_form(provider: HMACTokenProvider, argument: str) -> None:
+    arguments = {
+        "capability_id": "read",
+        "principal_id": "alice",
+        "audit_id": "",
+        argument: LONE_SURROGATE,
+    }
+    with pytest.raises(ValueError, match=argument):
+        provider.issue(**arguments)
+
+
+def test_revoke_all_refuses_a_principal_with_no_utf8_form(provider: HMACTokenProvider) -> None:
+    with pytest.raises(ValueError, match="principal_id"):
+        provider.revoke_all(LONE_SURROGATE)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_expected_ids_with_no_utf8_form_never_match(store: str, tmp_path: Path) -> None:
+    revocations = "memory" if store == "memory" else f"sqlite:///{tmp_path}/revocations.db"
+    with HMACTokenProvider(SECRET, revocations=revocations) as provider:
+        token = provider.issue("read", "alice")
+        with pytest.raises(TokenScopeError):
+            provider.verify(
+                token, expected_principal_id=LONE_SURROGATE, expected_capability_id="read"
+            )
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("field", [1, 2, 5])  # capability_id, principal_id, audit_id
+def test_a_signed_token_with_no_utf8_form_is_invalid_not_a_crash(
+    store: str, field: int, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Signed by a replica (or a version) that let a lone surrogate through."""
+    fields: list[object] = ["A" * 21 + "A", "read", "alice", clock.now, clock.now + 60, "", {}]
+    fields[field] = LONE_SURROGATE
+    text = signed_token(fields)
+    revocations = "memory" if store == "memory" else f"sqlite:///{tmp_path}/revocations.db"
+    with HMACTokenProvider(SECRET, clock=clock, revocations=revocations) as provider:
+        for attempt in [
+            lambda: provider.verify(
+                text, expected_principal_id="alice", expected_capability_id="read"
+            ),
+            lambda: provider.decode(text),
+            lambda: provider.revoke(text),
+        ]:
+            with pytest.raises(TokenInvalid):
+                attempt()
+
+
+# -- signed constraints a token cannot hold ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    [
+        '{"limit":1e400}',
+        '{"limit":NaN}',
+        '{"limit":-Infinity}',
+        '{"a":' + "[" * 17 + "]" * 17 + "}",
+    ],
+)
+def test_signed_constraints_a_token_cannot_hold_are_invalid_everywhere(
+    provider: HMACTokenProvider, clock: FakeClock, constraints: str
+) -> None:
+    text = signed_token(
+        f'["{"A" * 22}","read","alice",{clock.now!r},{clock.now + 60!r},"",{constraints}]'
+    )
+
+    with pytest.raises(TokenInvalid):
+        provider.decode(text)
+    with pytest.raises(TokenInvalid):
+        provider.verify(text, **ALICE)
+
+
+def test_a_token_object_whose_fields_cannot_be_encoded_is_invalid(
+    provider: HMACTokenProvider,
+) -> None:
+    class Unprintable(str):
+        def __format__(self, spec: str) -> str:
+            raise LookupError("not a key id")
+
+    forged = dataclasses.replace(provider.issue("read", "alice"), key_id=Unprintable("k"))
+
+    with pytest.raises(TokenInvalid):
+        provider.verify(forged, **ALICE)
+    with pytest.raises(TokenInvalid):
+        provider.revoke(forged)
+
+
+# -- secrets that are not UTF-8 --------------------------------------------------
+
+NOT_UTF8 = "not-utf8-secret-" + "\udcff" * 20  # what os.environ makes of invalid bytes
+
+
+def test_a_secret_with_no_utf8_form_is_refused_without_quoting_it() -> None:
+    for secret, named in [(NOT_UTF8, "secret"), ({"k1": NOT_UTF8}, "secret['k1']")]:
+        with pytest.raises(ValueError, match="is not valid UTF-8") as refused:
+            HMACTokenProvider(secret)  # type: ignore[arg-type]
+        assert str(refused.value) == f"{named} is not valid UTF-8"
+        assert refused.value.__context__ is None or refused.value.__suppress_context__
+        assert "not-utf8-secret" not in repr(refused.value)
+    with pytest.raises(ValueError, match="secret is not valid UTF-8"):
+        derive_key_id(NOT_UTF8)
+
+
+def test_a_secret_variable_with_no_utf8_form_is_refused_naming_it(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("OTEL_BOUNDED_TOKEN_SECRET", NOT_UTF8)
+
+    with pytest.raises(ValueError, match="is not valid UTF-8") as refused:
+        HMACTokenProvider.from_env()
+
+    assert str(refused.value) == "OTEL_BOUNDED_TOKEN_SECRET is not valid UTF-8"
+    assert refused.value.__suppress_context__
+    assert "not-utf8-secret" not in repr(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "key"),
+    [
+        (SECRET + b"\n", SECRET),
+        (SECRET + b"\r\n", SECRET),
+        (SECRET, SECRET),
+        (SECRET + b"\n\n", SECRET + b"\n"),  # only one newline is the file's
+        (SECRET + b"\r\n\r\n", SECRET + b"\r\n"),
+        (SECRET + b"\r", SECRET + b"\r"),  # not a newline: part of the key
+    ],
+)
+def test_the_secret_file_loses_exactly_one_trailing_newline(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, content: bytes, key: bytes
+) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    clean_env.setenv("OTEL_BOUNDED_TOKEN_SECRET_FILE", str(path))
+
+    assert HMACTokenProvider.from_env().key_id == derive_key_id(key)
+
+
+# -- bounds on lifetimes ----------------------------------------------------------
+
+
+def test_max_ttl_is_at_most_ten_years() -> None:
+    ten_years = 10 * 365.25 * 86_400
+    assert HMACTokenProvider(SECRET, max_ttl_seconds=ten_years).max_ttl_seconds == ten_years
+
+    for too_long in (ten_years + 1, 1e301, 1.7e308):
+        with pytest.raises(ValueError, match="max_ttl_seconds must be at most"):
+            HMACTokenProvider(SECRET, max_ttl_seconds=too_long)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import gc
+import threading
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Span, SpanProcessor
 
-from otel_bounded.errors import TokenInvalid, TokenRevoked
+from otel_bounded.errors import TokenExpired, TokenInvalid, TokenRevoked
 from otel_bounded.telemetry import SPAN_TOKEN_SWEEP, SWEEP_REMOVED, SWEEP_TRIGGER
-from otel_bounded.tokens import HMACTokenProvider, MemoryRevocationStore, SQLiteRevocationStore
+from otel_bounded.tokens import (
+    CapabilityToken,
+    HMACTokenProvider,
+    MemoryRevocationStore,
+    SQLiteRevocationStore,
+)
 from tests.support import FakeClock
 from tests.tokens.helpers import SECRET, Telemetry
 
@@ -78,21 +87,24 @@ def test_revoking_a_known_id_keeps_it_only_until_that_token_expires(
     assert provider.sweep() == 1
 
 
-def test_revoking_an_unknown_id_keeps_it_for_max_ttl(clock: FakeClock, tmp_path: Path) -> None:
-    """Another replica issued it: it can expire no later than now + max_ttl_seconds."""
+def test_revoking_an_unknown_id_keeps_it_for_max_ttl_plus_clock_skew(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """Another replica issued it, its clock up to max_clock_skew_seconds ahead of this one:
+    the token can expire no later than now + max_ttl_seconds + max_clock_skew_seconds."""
     database = tmp_path / "revocations.db"
-    issuer = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    ahead = FakeClock(clock.now + 60)  # by the default max_clock_skew_seconds
+    issuer = HMACTokenProvider(SECRET, clock=ahead, revocations=SQLiteRevocationStore(database))
     revoker = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
     token = issuer.issue("read", "alice", ttl_seconds=86_400)
-    clock.advance(10)
 
     assert revoker.revoke(token.token_id) is True
 
-    assert_revoked(issuer, token)
-    clock.now = token.expires_at - 1e-3
-    revoker.sweep()
-    assert_revoked(issuer, token)
-    clock.now = token.issued_at + 10 + 86_400
+    clock.now = token.expires_at - 1e-3  # still live on the revoker's clock
+    assert revoker.sweep() == 0
+    with pytest.raises(TokenRevoked):
+        revoker.verify(token, **ALICE)
+    clock.now = token.expires_at
     assert revoker.sweep() == 1
 
 
@@ -284,15 +296,21 @@ def test_every_entry_point_runs_a_due_sweep(
     ]
 
 
-def test_sweep_keeps_going_after_the_clock_steps_far_back(clock: FakeClock) -> None:
+def test_sweeps_resume_once_a_clock_stepped_far_back_catches_up(clock: FakeClock) -> None:
+    """After a step back the provider's now holds at its highest reading, so nothing it
+    revoked comes back to life, and automatic sweeps carry on once the clock passes it."""
     provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=60)
-    clock.advance(-3600)
     token = provider.issue("read", "alice", ttl_seconds=10)
     provider.revoke(token)
+    clock.advance(-3600)
     clock.advance(60)
 
     provider.issue("read", "bob")
 
+    assert provider.revocation_count == 1
+    assert_revoked(provider, token)
+    clock.advance(3600)  # 60 s past the highest reading
+    provider.issue("read", "bob")
     assert provider.revocation_count == 0
 
 
@@ -353,7 +371,7 @@ def test_memory_stays_bounded_under_grant_and_revoke_over_many_principals(
                 provider.verify(
                     token.encode(), expected_principal_id=principal, expected_capability_id="read"
                 )
-        provider.revoke(f"unknown-token-id-{round_index:08d}")
+        provider.revoke(f"unknown{round_index:014d}A")  # shaped like an id issue makes
         clock.advance(1)
 
     tracemalloc.start()
@@ -369,8 +387,173 @@ def test_memory_stays_bounded_under_grant_and_revoke_over_many_principals(
     finally:
         tracemalloc.stop()
 
-    # Per second: 10 ids kept 15 s, 2 cut-offs and 1 unknown id kept 30 s, each
-    # possibly one sweep interval (5 s) longer.
-    assert provider.revocation_count <= 10 * (15 + 5) + 3 * (30 + 5)
+    # Per second: 10 ids kept 15 s, 2 cut-offs kept 30 s, and 1 unknown id kept 30 + 60 s
+    # (max_ttl plus the default max_clock_skew_seconds), each possibly one sweep interval
+    # (5 s) longer.
+    assert provider.revocation_count <= 10 * (15 + 5) + 2 * (30 + 5) + (30 + 60 + 5)
     # Unbounded, 240 more rounds would add ~7000 index entries and ~3000 revocations (> 2 MB).
     assert later - steady < 256 * 1024, f"grew by {later - steady} bytes"
+
+
+# -- time: steps back, sweeps at later readings, tokens from ahead ----------------
+
+
+class OnSweepStart(SpanProcessor):
+    """Runs `action` once, as the next sweep span starts: what happens while a sweep runs."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._action: Callable[[], object] | None = action
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.name == SPAN_TOKEN_SWEEP and self._action is not None:
+            action, self._action = self._action, None
+            action()
+
+
+class ClockWithAHook(FakeClock):
+    """A fake clock whose next reading also runs `on_next_read`, in a thread of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_next_read: Callable[[], object] | None = None
+
+    def __call__(self) -> float:
+        reading = self.now
+        action, self.on_next_read = self.on_next_read, None
+        if action is not None:
+            other = threading.Thread(target=action)
+            other.start()
+            other.join(30)
+            assert not other.is_alive(), "the provider held its lock while reading the clock"
+        return reading
+
+
+def revocations_url(store: str, tmp_path: Path) -> str:
+    return "memory" if store == "memory" else f"sqlite:///{tmp_path}/revocations.db"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_clock_stepping_forward_then_back_does_not_unrevoke_a_live_token(
+    store: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, revocations=revocations_url(store, tmp_path))
+    token = provider.issue("read", "alice", ttl_seconds=100)
+    provider.revoke(token)
+    clock.advance(200)
+    assert provider.sweep() == 1  # the token had expired at that reading
+
+    clock.advance(-200)  # by this reading the token is live again
+
+    with pytest.raises(TokenExpired):
+        provider.verify(token, **ALICE)
+    assert provider.revoke(token) is False  # nothing to keep: it has expired
+
+
+def test_a_provider_restarted_after_a_clock_step_back_starts_from_the_last_sweep(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/revocations.db"
+    with HMACTokenProvider(SECRET, clock=clock, revocations=url) as first:
+        token = first.issue("read", "alice", ttl_seconds=100)
+        first.revoke(token)
+        clock.advance(200)
+        assert first.sweep() == 1
+    clock.advance(-200)
+
+    with (
+        HMACTokenProvider(SECRET, clock=clock, revocations=url) as second,
+        pytest.raises(TokenExpired),
+    ):
+        second.verify(token, **ALICE)
+
+
+def test_a_sweep_verify_runs_at_a_later_reading_cannot_unrevoke_the_token(
+    clock: FakeClock, otel: Telemetry
+) -> None:
+    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=5, **otel.providers())
+    token = provider.issue("read", "alice", ttl_seconds=10)
+    provider.revoke(token)
+    clock.now = token.expires_at - 0.1  # a sweep is due; the token is live
+    otel.tracer_provider.add_span_processor(OnSweepStart(lambda: clock.advance(0.2)))
+
+    with pytest.raises(TokenExpired):
+        provider.verify(token, **ALICE)  # the sweep removed the entry at expires_at + 0.1
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_sweep_between_verify_reading_the_clock_and_its_lookup_cannot_unrevoke(
+    store: str, tmp_path: Path
+) -> None:
+    clock = ClockWithAHook()
+    provider = HMACTokenProvider(SECRET, clock=clock, revocations=revocations_url(store, tmp_path))
+    token = provider.issue("read", "alice", ttl_seconds=10)
+    provider.revoke(token)
+    clock.now = token.expires_at - 0.1
+
+    def another_thread_sweeps_later() -> None:
+        clock.now = token.expires_at + 0.1
+        assert provider.sweep() == 1
+
+    clock.on_next_read = another_thread_sweeps_later
+    with pytest.raises(TokenExpired):
+        provider.verify(token, **ALICE)
+
+
+def test_revoke_all_cutoff_covers_a_token_issued_while_it_swept(
+    clock: FakeClock, otel: Telemetry, tmp_path: Path
+) -> None:
+    database = tmp_path / "revocations.db"
+    replica = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
+    admin = HMACTokenProvider(
+        SECRET,
+        clock=clock,
+        sweep_interval_seconds=5,
+        revocations=SQLiteRevocationStore(database),
+        **otel.providers(),
+    )
+    clock.advance(5)  # admin's next call sweeps first
+    issued_meanwhile: list[CapabilityToken] = []
+
+    def the_replica_issues_a_token_meanwhile() -> None:
+        clock.advance(0.5)
+        issued_meanwhile.append(replica.issue("read", "alice"))
+
+    otel.tracer_provider.add_span_processor(OnSweepStart(the_replica_issues_a_token_meanwhile))
+    admin.revoke_all("alice")
+
+    (token,) = issued_meanwhile
+    assert_revoked(admin, token)
+    assert_revoked(replica, token)
+
+
+def test_revoking_a_token_issued_ahead_holds_until_it_expires(clock: FakeClock) -> None:
+    """It verifies once the revoker's clock is within the skew: the revocation must hold."""
+    ahead = HMACTokenProvider(SECRET, clock=FakeClock(clock.now + 3600))
+    provider = HMACTokenProvider(SECRET, clock=clock)
+    token = ahead.issue("read", "alice", ttl_seconds=600)
+
+    assert provider.revoke(token.encode()) is True
+
+    clock.now = token.expires_at - 1e-3
+    assert provider.sweep() == 0
+    assert_revoked(provider, token)
+
+
+# -- what revoke accepts as a bare id ----------------------------------------------
+
+
+def test_revoke_refuses_a_signature_or_any_text_not_shaped_like_an_issued_id(
+    provider: HMACTokenProvider, otel: Telemetry
+) -> None:
+    token = provider.issue("read", "alice")
+    not_ids = [token.signature, token.key_id, "a" * 22, "A" * 21, "A" * 23, "A" * 64]
+
+    for text in not_ids:
+        with pytest.raises(TokenInvalid) as refused:
+            provider.revoke(text)
+        assert text not in str(refused.value)
+
+    assert provider.revocation_count == 0
+    exported = repr([(span.attributes, span.events) for span in otel.spans()])
+    assert token.signature not in exported
+    assert provider.revoke("unknown" + "0" * 14 + "w") is True  # the shape issue makes

@@ -1,8 +1,14 @@
 """A model of revocation, checked step by step against a provider on SQLite.
 
-Whatever the order of issue, revoke, revoke_all, sweep, clock advance and
-restart, no revoked token ever verifies before it expires, no other live
-token is refused, and `revoke` / `revoke_all` report what was newly revoked.
+Whatever the order of issue, revoke, revoke_all, sweep, clock steps forward
+and back, and restart, no revoked token ever verifies before it expires, no
+other live token is refused, and `revoke` / `revoke_all` report what was
+newly revoked.
+
+The model keeps the provider's time as the provider defines it: the highest
+clock reading it has seen (the clock may step back), never below the time its
+store was last swept at (a restart may follow a step back), and at least
+every `issued_at` it stamped.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from tests.support import FakeClock
 from tests.tokens.helpers import SECRET
 
 MAX_TTL = 100.0
+SKEW = 60.0  # the default max_clock_skew_seconds
+SWEEP_INTERVAL = 7.0
 PRINCIPALS = ("alice", "bob", "carol")
 
 
@@ -46,16 +54,29 @@ class RevocationModel(RuleBasedStateMachine):
         self.id_entries: dict[str, float] = {}
         self.cutoffs: dict[str, float] = {}
         self.cutoff_set_by_instance: dict[str, float] = {}
-        self.latest_issued_at = -math.inf
+        self.peak = self.clock.now  # the highest reading the clock ever gave
+        self.now = self.clock.now  # the provider's now
+        self.last_sweep = self.now
+        self.swept_through = -math.inf  # the latest now a sweep ran at, kept in the file
 
     def _open(self) -> HMACTokenProvider:
         return HMACTokenProvider(
             SECRET,
             clock=self.clock,
             max_ttl_seconds=MAX_TTL,
-            sweep_interval_seconds=7,
+            sweep_interval_seconds=SWEEP_INTERVAL,
             revocations=SQLiteRevocationStore(self.directory / "revocations.db"),
         )
+
+    def observe(self) -> None:
+        """What every provider call starts with: a clock reading, and a sweep when due."""
+        self.now = max(self.now, self.clock.now)
+        if self.now - self.last_sweep >= SWEEP_INTERVAL:
+            self.swept(self.now)
+
+    def swept(self, at: float) -> None:
+        self.last_sweep = at
+        self.swept_through = max(self.swept_through, at)
 
     def teardown(self) -> None:
         self.provider.revocations.close()
@@ -68,15 +89,17 @@ class RevocationModel(RuleBasedStateMachine):
         return token.token_id in self.revoked_ids or token.issued_at <= cutoff
 
     def live(self, token: CapabilityToken) -> bool:
-        return self.clock.now < token.expires_at
+        return self.now < token.expires_at
 
     # -- rules -----------------------------------------------------------
 
     @rule(principal=st.sampled_from(PRINCIPALS), ttl=st.sampled_from([0.5, 10.0, 60.0, MAX_TTL]))
     def issue(self, principal: str, ttl: float) -> None:
+        self.observe()
         token = self.provider.issue("read", principal, ttl_seconds=ttl)
         self.issued.append(Issued(token, self.instance))
-        self.latest_issued_at = max(self.latest_issued_at, token.issued_at)
+        assert token.issued_at >= self.now
+        self.now = token.issued_at
         # A provider's tokens always come after the cut-offs it set itself.
         assert token.issued_at > self.cutoff_set_by_instance.get(principal, -math.inf)
 
@@ -85,14 +108,18 @@ class RevocationModel(RuleBasedStateMachine):
     def revoke(self, data: st.DataObject, form: str) -> None:
         issued = data.draw(st.sampled_from(self.issued))
         token = issued.token
-        now = self.clock.now
+        self.observe()
+        now = self.now
         known = form != "token_id" or (issued.instance == self.instance and self.live(token))
-        kept_until = token.expires_at if known else now + MAX_TTL
+        kept_until = token.expires_at if known else now + MAX_TTL + SKEW
         if kept_until <= now:
             expected = False
         else:
             already = known and self.revoked(token)
-            added = self.id_entries.get(token.token_id, -math.inf) <= now
+            # The entry is gone once a sweep passed it, and counts as gone once the clock
+            # reading (which the store is given for writes) has.
+            gone_by = max(self.clock.now, self.swept_through)
+            added = self.id_entries.get(token.token_id, -math.inf) <= gone_by
             expected = added and not already
             self.id_entries[token.token_id] = max(
                 self.id_entries.get(token.token_id, -math.inf), kept_until
@@ -104,6 +131,7 @@ class RevocationModel(RuleBasedStateMachine):
 
     @rule(principal=st.sampled_from(PRINCIPALS))
     def revoke_all(self, principal: str) -> None:
+        self.observe()
         expected = sum(
             1
             for issued in self.issued
@@ -112,7 +140,7 @@ class RevocationModel(RuleBasedStateMachine):
             and self.live(issued.token)
             and not self.revoked(issued.token)
         )
-        cutoff = max(self.clock.now, self.latest_issued_at)
+        cutoff = self.now
         self.cutoffs[principal] = max(self.cutoffs.get(principal, -math.inf), cutoff)
         self.cutoff_set_by_instance[principal] = cutoff
 
@@ -120,24 +148,38 @@ class RevocationModel(RuleBasedStateMachine):
 
     @rule()
     def sweep(self) -> None:
+        self.now = max(self.now, self.clock.now)
+        self.swept(self.now)
         assert self.provider.sweep() >= 0
 
     @rule(seconds=st.sampled_from([0.0, 1e-6, 0.5, 5.0, 30.0, 99.0, MAX_TTL + 1]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
+        self.peak = max(self.peak, self.clock.now)
 
+    @rule(seconds=st.sampled_from([1e-6, 0.5, 5.0, 30.0, 99.0, MAX_TTL + 1]))
+    def step_back(self, seconds: float) -> None:
+        self.clock.advance(-seconds)
+
+    # A restarted provider starts from its clock (or the last sweep): its own tokens
+    # then come from a replica whose clock was up to peak - now ahead, which must stay
+    # within max_clock_skew_seconds, as between any two replicas.
+    @precondition(lambda self: self.peak - self.clock.now < SKEW)
     @rule()
     def restart(self) -> None:
         self.provider.revocations.close()
         self.instance += 1
         self.provider = self._open()
-        self.latest_issued_at = -math.inf
+        self.now = max(self.clock.now, self.swept_through)
+        self.last_sweep = self.now
         self.cutoff_set_by_instance.clear()
 
     # -- the invariant ---------------------------------------------------
 
     @invariant()
     def no_revoked_token_verifies_before_it_expires(self) -> None:
+        if self.issued:
+            self.observe()
         for issued in self.issued:
             token = issued.token
             scope = {

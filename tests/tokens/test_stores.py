@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,95 @@ def test_redis_recovers_once_the_server_is_back(clock: FakeClock, tmp_path: Path
             provider.verify(token, **ALICE)
     finally:
         restarted.stop()
+
+
+# -- text a backend cannot encode ------------------------------------------------
+
+LONE_SURROGATE = json.loads('"bob\\ud800"')
+
+
+def store_calls_with_unencodable_text(store: RevocationStore) -> list[Callable[[], object]]:
+    return [
+        lambda: store.revoke_token(LONE_SURROGATE, NOW + 60, NOW),
+        lambda: store.revoke_principal(LONE_SURROGATE, NOW, NOW + 60, NOW),
+        lambda: store.is_revoked("token-id-0000000001", LONE_SURROGATE, NOW, NOW),
+    ]
+
+
+def test_sqlite_fails_closed_on_unencodable_text_and_releases_its_write_lock(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "revocations.db"
+    store = SQLiteRevocationStore(database)
+    other_process = sqlite3.connect(database, timeout=0, isolation_level=None)
+
+    for call in store_calls_with_unencodable_text(store):
+        with pytest.raises(RevocationStoreUnavailable):
+            call()
+        other_process.execute("BEGIN IMMEDIATE")  # "database is locked" if left in a transaction
+        other_process.execute("ROLLBACK")
+
+    assert store.revoke_token("token-id-0000000001", NOW + 60, NOW) is True
+    other_process.close()
+    store.close()
+
+
+@pytest.mark.servers
+def test_redis_fails_closed_on_unencodable_text(redis_url: str) -> None:
+    store = open_revocation_store(redis_url)
+
+    for call in store_calls_with_unencodable_text(store):
+        with pytest.raises(RevocationStoreUnavailable):
+            call()
+    store.close()
+
+
+# -- time ---------------------------------------------------------------------------
+
+
+def test_sqlite_remembers_the_latest_time_it_was_swept_at(tmp_path: Path) -> None:
+    database = tmp_path / "revocations.db"
+    store = SQLiteRevocationStore(database)
+    store.sweep(NOW + 100)
+    store.sweep(NOW)  # another process, its clock behind: the record never goes back
+    store.close()
+
+    reopened = SQLiteRevocationStore(database)
+    assert reopened.swept_through() == NOW + 100
+    reopened.close()
+
+
+@pytest.mark.servers
+def test_redis_counts_a_key_lifetime_from_the_clock_reading_after_a_step_back(
+    redis_provider: HMACTokenProvider, clock: FakeClock, redis_url: str
+) -> None:
+    """The provider's now holds at its highest reading, but Redis counts real time: the key
+    must last as long as the token has left by the clock, or it would expire early."""
+    import redis
+
+    token = redis_provider.issue("read", "alice", ttl_seconds=120)
+    clock.advance(100)
+    redis_provider.issue("read", "bob")  # the provider's now reaches issued_at + 100
+    clock.advance(-100)
+
+    redis_provider.revoke(token)
+
+    client = redis.Redis.from_url(redis_url)
+    (key,) = client.keys("otel_bounded:revocations:t:*")
+    assert client.pttl(key) > 110_000
+    client.close()
+
+
+@pytest.mark.servers
+def test_redis_holds_an_unknown_id_for_the_longest_max_ttl(
+    clock: FakeClock, redis_url: str
+) -> None:
+    ten_years = 10 * 365.25 * 86_400
+    provider = HMACTokenProvider(
+        SECRET, clock=clock, max_ttl_seconds=ten_years, revocations=redis_url
+    )
+
+    assert provider.revoke("unknown" + "0" * 14 + "A") is True
+
+    assert provider.revocation_count == 1
+    provider.close()

@@ -32,8 +32,8 @@ from otel_bounded.tokens.revocations import (
     open_revocation_store,
 )
 from otel_bounded.tokens.token import (
+    ISSUED_TOKEN_ID,
     MAX_ENCODED_LENGTH,
-    TOKEN_ID,
     TOKEN_PREFIX,
     CapabilityToken,
     Payload,
@@ -44,10 +44,18 @@ from otel_bounded.tokens.token import (
     signing_input,
 )
 
-__all__ = ["MIN_SECRET_BYTES", "HMACTokenProvider", "derive_key_id"]
+__all__ = ["MAX_TTL_CEILING_SECONDS", "MIN_SECRET_BYTES", "HMACTokenProvider", "derive_key_id"]
 
 MIN_SECRET_BYTES = 32
 """Shortest secret accepted: HMAC-SHA256 keys shorter than its output weaken it."""
+
+MAX_TTL_CEILING_SECONDS = 10 * 365.25 * 86_400
+"""Largest `max_ttl_seconds` (and `max_clock_skew_seconds`): ten years.
+
+Beyond it, retention arithmetic stops being meaningful (a Redis PX in
+milliseconds overflows long before a float does), and no revocation should
+have to be kept longer.
+"""
 
 _COMPONENT_TYPE = "otel_bounded_token_provider"
 _KEY_ID_LABEL = b"otel-bounded key id"
@@ -78,6 +86,10 @@ class HMACTokenProvider:
     live token), and a sweep removes the rest at a cost proportional to what
     it removes. `verify` is the hot path: one HMAC, dictionary lookups and
     one lock; it logs nothing and creates no span.
+
+    The provider's now never goes back: it is the clock's reading, or the
+    highest one seen if the clock stepped back. A sweep at a later reading
+    removed entries a step back would otherwise need again.
     """
 
     def __init__(
@@ -87,6 +99,7 @@ class HMACTokenProvider:
         active_key_id: str | None = None,
         clock: Clock = time.time,
         max_ttl_seconds: float = config.TOKEN_MAX_TTL_SECONDS.default,
+        max_clock_skew_seconds: float = 60.0,
         sweep_interval_seconds: float = config.TOKEN_SWEEP_INTERVAL_SECONDS.default,
         revocations: RevocationStore | str | None = None,
         tracer_provider: TracerProvider | None = None,
@@ -94,6 +107,12 @@ class HMACTokenProvider:
     ) -> None:
         self._clock = validate_clock(clock)
         self._max_ttl = _positive_seconds("max_ttl_seconds", max_ttl_seconds)
+        if self._max_ttl > MAX_TTL_CEILING_SECONDS:
+            raise ValueError(
+                f"max_ttl_seconds must be at most {MAX_TTL_CEILING_SECONDS:.0f} (ten years), "
+                f"got {max_ttl_seconds!r}"
+            )
+        self._max_skew = _skew_seconds(max_clock_skew_seconds)
         self._sweep_interval = _positive_seconds("sweep_interval_seconds", sweep_interval_seconds)
         self._keys, self._active_key_id, self._development_secret = _load_keys(
             secret, active_key_id
@@ -106,17 +125,18 @@ class HMACTokenProvider:
         else:
             self._store = revocations
         self._lock = threading.Lock()
+        # Never below a time the store was swept at: the entries that sweep
+        # removed are gone, even if this process started after a clock step back.
+        self._now = max(float(self._clock()), self._swept_through())
         # Every token this provider issued and that has not expired, so that
         # revoke_all can count them and revoke(id) can find an exact expiry.
         self._issued: BoundedStore[str, tuple[str, float, float]] = BoundedStore(
-            clock=self._clock, on_evict=self._forget_issued
+            clock=self._read_now, on_evict=self._forget_issued
         )
         self._issued_by_principal: dict[str, set[str]] = {}
-        # issued_at never at or before a cut-off this provider set, and a
-        # cut-off never before a token it issued, even if the clock steps back.
+        # issued_at never at or before a cut-off this provider set.
         self._issue_floor = -math.inf
-        self._latest_issued_at = -math.inf
-        self._last_sweep = float(self._clock())
+        self._last_sweep = self._now
         self._swept = 0
         self._last_count = 0
         self._outcomes = dict.fromkeys(telemetry.VerificationOutcome.ALL, 0)
@@ -189,6 +209,10 @@ class HMACTokenProvider:
         return self._max_ttl
 
     @property
+    def max_clock_skew_seconds(self) -> float:
+        return self._max_skew
+
+    @property
     def sweep_interval_seconds(self) -> float:
         return self._sweep_interval
 
@@ -225,6 +249,7 @@ class HMACTokenProvider:
         _check_name("principal_id", principal_id)
         if not isinstance(audit_id, str):
             raise ValueError(f"audit_id must be a str, got {type(audit_id).__name__}")
+        _check_utf8("audit_id", audit_id)
         ttl = _positive_seconds("ttl_seconds", ttl_seconds)
         if ttl > self._max_ttl:
             raise ValueError(
@@ -234,17 +259,16 @@ class HMACTokenProvider:
         frozen = freeze_constraints(constraints)
         token_id = secrets.token_urlsafe(16)
         self._check_encoded_length(token_id, capability_id, principal_id, audit_id, frozen)
-        now = self._clock()
-        self._maybe_sweep(now)
+        self._maybe_sweep()
         with self._lock:
-            issued_at = float(now)
+            issued_at = self._tick()[1]
             if issued_at <= self._issue_floor:
                 issued_at = math.nextafter(self._issue_floor, math.inf)
             expires_at = issued_at + ttl
             if expires_at <= issued_at:
                 raise ValueError(f"ttl_seconds={ttl_seconds!r} is lost in the clock's precision")
-            if issued_at > self._latest_issued_at:
-                self._latest_issued_at = issued_at
+            # Now has reached every issued_at stamped here, so a later cut-off covers it.
+            self._now = issued_at
             self._issued.put(token_id, (principal_id, issued_at, expires_at), expires_at=expires_at)
             self._issued_by_principal.setdefault(principal_id, set()).add(token_id)
         key_id = self._active_key_id
@@ -268,7 +292,7 @@ class HMACTokenProvider:
         """
         if not isinstance(text, str):
             raise TokenInvalid(f"expected an encoded token (str), not {type(text).__name__}")
-        fields = self._authenticate(text)
+        fields = self._authenticate(text, self._peek_now())
         token_id, capability_id, principal_id, issued_at, expires_at, audit_id, constraints = fields
         signed, _, signature = str.__str__(text).rpartition(".")
         return CapabilityToken(
@@ -295,60 +319,75 @@ class HMACTokenProvider:
         Raises `TokenInvalid`, `TokenExpired`, `TokenScopeError`,
         `TokenRevoked` or `RevocationStoreUnavailable`, all `TokenError`s.
         """
-        now = self._clock()
-        elapsed = now - self._last_sweep
-        if elapsed >= self._sweep_interval or elapsed <= -self._sweep_interval:
-            self._maybe_sweep(now)
+        now = self._peek_now()
+        if now - self._last_sweep >= self._sweep_interval:
+            self._maybe_sweep()
+            now = self._peek_now()
         try:
             token_id, capability_id, principal_id, issued_at, expires_at, _, _ = self._authenticate(
-                token_or_text
+                token_or_text, now
             )
         except TokenInvalid:
-            self._count(telemetry.VerificationOutcome.INVALID)
+            self._count(telemetry.VerificationOutcome.INVALID, now)
             raise
         if now >= expires_at:
-            self._count(telemetry.VerificationOutcome.EXPIRED)
-            raise TokenExpired(
-                f"token {token_id} expired at {expires_at!r}; ask its issuer for a new one",
-                token_id=token_id,
-                expires_at=expires_at,
-            )
+            self._count(telemetry.VerificationOutcome.EXPIRED, now)
+            raise _expired(token_id, expires_at)
         if principal_id != expected_principal_id or capability_id != expected_capability_id:
-            self._count(telemetry.VerificationOutcome.SCOPE_MISMATCH)
+            self._count(telemetry.VerificationOutcome.SCOPE_MISMATCH, now)
             raise TokenScopeError(
                 f"token {token_id} grants another principal or capability than the one "
                 "it was presented for",
                 token_id=token_id,
             )
         store = self._store
+        outcomes = telemetry.VerificationOutcome
         if store.thread_safe:
             try:
                 revoked = store.is_revoked(token_id, principal_id, issued_at, now)
             except RevocationStoreUnavailable:
-                self._count(telemetry.VerificationOutcome.UNAVAILABLE)
+                self._count(outcomes.UNAVAILABLE, now)
                 raise
-            self._count(
-                telemetry.VerificationOutcome.REVOKED
-                if revoked
-                else telemetry.VerificationOutcome.OK
-            )
-        else:
-            # The count shares the lock the revocation check needs anyway.
             with self._lock:
-                try:
-                    revoked = store.is_revoked(token_id, principal_id, issued_at, now)
-                except RevocationStoreUnavailable:
-                    self._outcomes[telemetry.VerificationOutcome.UNAVAILABLE] += 1
-                    raise
-                self._outcomes[
-                    telemetry.VerificationOutcome.REVOKED
+                # A sweep since `now` may have removed the entry: then the token has expired.
+                now = self._advance_now(now)
+                outcome = (
+                    outcomes.REVOKED
                     if revoked
-                    else telemetry.VerificationOutcome.OK
-                ] += 1
-        if revoked:
-            raise TokenRevoked(
-                f"token {token_id} was revoked; ask its issuer for a new one", token_id=token_id
-            )
+                    else outcomes.EXPIRED
+                    if now >= expires_at
+                    else outcomes.OK
+                )
+                self._outcomes[outcome] += 1
+        else:
+            # Expiry is judged at the reading the lookup is made at, under the lock every
+            # sweep holds, so no sweep can remove the entry in between. (`_advance_now`,
+            # inlined: this is the hot path.)
+            with self._lock:
+                reading = self._clock()
+                if reading > now:
+                    now = reading
+                if now > self._now:
+                    self._now = float(now)
+                else:
+                    now = self._now
+                if now >= expires_at:
+                    outcome = outcomes.EXPIRED
+                else:
+                    try:
+                        revoked = store.is_revoked(token_id, principal_id, issued_at, now)
+                    except RevocationStoreUnavailable:
+                        self._outcomes[outcomes.UNAVAILABLE] += 1
+                        raise
+                    outcome = outcomes.REVOKED if revoked else outcomes.OK
+                self._outcomes[outcome] += 1
+        if outcome is outcomes.OK:
+            return
+        if outcome is outcomes.EXPIRED:
+            raise _expired(token_id, expires_at)
+        raise TokenRevoked(
+            f"token {token_id} was revoked; ask its issuer for a new one", token_id=token_id
+        )
 
     # -- revocation --------------------------------------------------------
 
@@ -357,13 +396,14 @@ class HMACTokenProvider:
 
         The entry is kept until the token expires: the expiry comes from the
         token, from this provider's index, or for an id it never saw, the
-        latest such a token could expire (now + `max_ttl_seconds`). Returns
+        latest such a token could expire (now + `max_ttl_seconds` +
+        `max_clock_skew_seconds`, as its issuer's clock may be ahead). Returns
         True when the token was newly revoked; False when it already was, or
         has already expired. An encoded token that does not authenticate
-        raises `TokenInvalid` (revoke it by id instead).
+        raises `TokenInvalid` (revoke it by id instead), and so does a string
+        that is neither an encoded token nor shaped like the ids `issue` makes.
         """
-        now = self._clock()
-        self._maybe_sweep(now)
+        self._maybe_sweep()
         with self._tracer.start_as_current_span(
             telemetry.SPAN_TOKEN_REVOKE, attributes=self._span_attributes
         ) as span:
@@ -371,8 +411,10 @@ class HMACTokenProvider:
             if isinstance(token_or_id, CapabilityToken) or (
                 isinstance(token_or_id, str) and token_or_id.startswith(TOKEN_PREFIX + ".")
             ):
+                # No clock check: a token issued in the future still verifies once that
+                # future comes, so its revocation must hold until it expires.
                 token_id, capability_id, principal_id, issued_at, expires_at, _, _ = (
-                    self._authenticate(token_or_id)
+                    self._authenticate(token_or_id, None)
                 )
                 known = (principal_id, issued_at, expires_at)
                 span.set_attribute(telemetry.CAPABILITY_ID, capability_id)
@@ -382,21 +424,28 @@ class HMACTokenProvider:
                     if isinstance(token_or_id, CapabilityToken)
                     else token_or_id.split(".", 2)[1],
                 )
-            elif isinstance(token_or_id, str) and TOKEN_ID.fullmatch(token_or_id):
+            elif isinstance(token_or_id, str) and ISSUED_TOKEN_ID.fullmatch(token_or_id):
                 token_id = str.__str__(token_or_id)
             else:
-                raise TokenInvalid("revoke takes a CapabilityToken, an encoded token or a token id")
+                # Never echoed: it may be a signature or a secret pasted by mistake.
+                raise TokenInvalid(
+                    "revoke takes a CapabilityToken, an encoded token or a token id "
+                    "(22 characters, as issue makes them)"
+                )
             span.set_attribute(telemetry.TOKEN_ID, token_id)
+            store = self._store
             with self._lock:
+                reading, now = self._tick()
                 if known is None:
-                    known = self._issued.get(token_id)
-                expires_at = known[2] if known is not None else now + self._max_ttl
+                    known = self._issued.get(token_id, now=now)
+                # An unknown id's token may come from a clock up to the skew ahead.
+                expires_at = known[2] if known is not None else now + self._max_ttl + self._max_skew
                 newly = False
                 if expires_at > now:
-                    already = known is not None and self._store.is_revoked(
+                    already = known is not None and store.is_revoked(
                         token_id, known[0], known[1], now
                     )
-                    added = self._store.revoke_token(token_id, expires_at, now)
+                    added = store.revoke_token(token_id, expires_at, reading)
                     newly = added and not already
             if known is not None:
                 span.set_attribute(telemetry.PRINCIPAL_ID, known[0])
@@ -413,25 +462,26 @@ class HMACTokenProvider:
         this provider issued to the principal were newly revoked.
         """
         _check_name("principal_id", principal_id)
-        now = self._clock()
-        self._maybe_sweep(now)
+        self._maybe_sweep()
         with self._tracer.start_as_current_span(
             telemetry.SPAN_TOKEN_REVOKE_ALL, attributes=self._span_attributes
         ) as span:
             span.set_attribute(telemetry.PRINCIPAL_ID, principal_id)
             store = self._store
             with self._lock:
-                cutoff = max(float(now), self._latest_issued_at)
+                # Read under the lock, after any sweep and wait: a token issued meanwhile
+                # is covered too. Now has reached every issued_at stamped here.
+                reading, cutoff = self._tick()
                 newly = 0
                 for token_id in tuple(self._issued_by_principal.get(principal_id, ())):
-                    entry = self._issued.get(token_id)
+                    entry = self._issued.get(token_id, now=cutoff)
                     if (
                         entry is not None
-                        and entry[2] > now
-                        and not store.is_revoked(token_id, principal_id, entry[1], now)
+                        and entry[2] > cutoff
+                        and not store.is_revoked(token_id, principal_id, entry[1], cutoff)
                     ):
                         newly += 1
-                store.revoke_principal(principal_id, cutoff, cutoff + self._max_ttl, now)
+                store.revoke_principal(principal_id, cutoff, cutoff + self._max_ttl, reading)
                 if cutoff > self._issue_floor:
                     self._issue_floor = cutoff
             span.set_attribute(telemetry.REVOKE_ALL_CUTOFF, cutoff)
@@ -479,15 +529,20 @@ class HMACTokenProvider:
 
     # -- internals -------------------------------------------------------
 
-    def _authenticate(self, token_or_text: object) -> Payload:
-        """The payload fields, once the signature and lifetime check out; else `TokenInvalid`."""
+    def _authenticate(self, token_or_text: object, now: float | None) -> Payload:
+        """The payload fields, once the signature and lifetime check out; else `TokenInvalid`.
+
+        With `now`, a token issued further ahead of it than `max_clock_skew_seconds`
+        is refused too: it would escape cut-offs and outlive revocations by id.
+        """
         if token_or_text.__class__ is str:
             text: str = token_or_text
         elif isinstance(token_or_text, CapabilityToken):
             # Re-encoding proves the fields are exactly the ones that were signed.
+            # Whatever a forged object's fields raise, it is no token.
             try:
                 text = token_or_text.encode()
-            except (TypeError, ValueError, RecursionError):
+            except Exception:
                 raise TokenInvalid("token fields cannot have been signed") from None
         elif isinstance(token_or_text, str):
             text = str.__str__(token_or_text)
@@ -519,6 +574,12 @@ class HMACTokenProvider:
                 "token lifetime exceeds this provider's max_ttl_seconds",
                 token_id=fields[0],
             )
+        if now is not None and issued_at > now + self._max_skew:
+            raise TokenInvalid(
+                "token issued in the future: replica clocks disagree by more than "
+                "max_clock_skew_seconds",
+                token_id=fields[0],
+            )
         return fields
 
     def _sign(self, key_id: str, signed: str) -> str:
@@ -544,16 +605,64 @@ class HMACTokenProvider:
                 "shorten the ids, audit_id or constraints"
             )
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: str, now: float) -> None:
         with self._lock:
+            if now > self._now:
+                self._now = now
             self._outcomes[outcome] += 1
 
-    def _maybe_sweep(self, now: float) -> None:
-        interval = self._sweep_interval
+    # -- time --------------------------------------------------------------
+
+    def _tick(self) -> tuple[float, float]:
+        """(the clock's reading, the provider's now); the caller holds the lock.
+
+        Now is the highest time seen, so expiry decisions, sweeps and lookups
+        never go back. The reading (never above now) is what a store that
+        counts time itself (Redis PX) measures retention from: a clock
+        stepped back has that much more real time to run before the token
+        expires here.
+        """
+        reading = self._clock()
+        now = self._now
+        if reading > now:
+            now = self._now = float(reading)
+        return (reading if reading <= now else now), now
+
+    def _advance_now(self, floor: float) -> float:
+        """The provider's now, at least `floor` (a reading taken earlier); hold the lock."""
+        now = self._tick()[1]
+        if floor > now:
+            now = self._now = floor
+        return now
+
+    def _peek_now(self) -> float:
+        """The provider's now, without the lock and without recording it.
+
+        For decisions that either refuse, or are checked again under the lock
+        (`_advance_now`) before anything is allowed.
+        """
+        reading = self._clock()
+        now = self._now
+        return reading if reading > now else now
+
+    def _read_now(self) -> float:
+        # The issued-token index's clock: the provider's now, without a new reading.
+        return self._now
+
+    def _swept_through(self) -> float:
+        """The latest time the store was swept at, if it keeps one (a file others share)."""
+        swept_through = getattr(self._store, "swept_through", None)
+        if swept_through is None:
+            return -math.inf
+        # Unreachable: every call fails closed anyway, and the next sweep reads it again.
+        with contextlib.suppress(RevocationStoreUnavailable):
+            return float(swept_through())
+        return -math.inf
+
+    def _maybe_sweep(self) -> None:
         with self._lock:
-            elapsed = now - self._last_sweep
-            # A clock stepped far back also triggers one, so sweeps do not stall.
-            if -interval < elapsed < interval:
+            now = self._tick()[1]
+            if now - self._last_sweep < self._sweep_interval:
                 return
             self._last_sweep = now
         # A failure is recorded on the sweep's span; the caller's own store access fails closed.
@@ -566,10 +675,14 @@ class HMACTokenProvider:
         ) as span:
             span.set_attribute(telemetry.SWEEP_TRIGGER, trigger)
             with self._lock:
-                now = self._clock()
+                now = self._tick()[1]
                 self._last_sweep = now
                 self._issued.expire()
                 removed = self._store.sweep(now)
+                # Another process sharing the store may have swept at a later time.
+                swept_through = self._swept_through()
+                if swept_through > self._now:
+                    self._now = swept_through
                 self._swept += removed
                 remaining = self._store.count()
                 self._last_count = remaining
@@ -622,9 +735,17 @@ def _load_keys(
     return templates, active_key_id, development
 
 
+def _expired(token_id: str, expires_at: float) -> TokenExpired:
+    return TokenExpired(
+        f"token {token_id} expired at {expires_at!r}; ask its issuer for a new one",
+        token_id=token_id,
+        expires_at=expires_at,
+    )
+
+
 def _secret_bytes(secret: object, name: str) -> bytes:
     if isinstance(secret, str):
-        secret = secret.encode("utf-8")
+        secret = _utf8_secret(secret, name)
     if not isinstance(secret, bytes | bytearray):
         raise ValueError(f"{name} must be bytes or str, not {type(secret).__name__}")
     if len(secret) < MIN_SECRET_BYTES:
@@ -649,12 +770,16 @@ def _secret_from_env() -> bytes | None:
             raise ValueError(
                 f"{config.TOKEN_SECRET_FILE.name}={path!r} cannot be read: {exc.strerror}"
             ) from None
-        # Files written by `echo` or an editor end in a newline that is not part of the key.
-        secret = secret.rstrip(b"\r\n")
+        # Files written by `echo` or an editor end in one newline that is not part of
+        # the key; anything more is the operator's, and kept.
+        if secret.endswith(b"\r\n"):
+            secret = secret[:-2]
+        elif secret.endswith(b"\n"):
+            secret = secret[:-1]
         name = config.TOKEN_SECRET_FILE.name
     elif text is not None:
-        secret = text.encode("utf-8")
         name = config.TOKEN_SECRET.name
+        secret = _utf8_secret(text, name)
     else:
         return None
     if len(secret) < MIN_SECRET_BYTES:
@@ -664,12 +789,43 @@ def _secret_from_env() -> bytes | None:
     return secret
 
 
+def _utf8_secret(secret: str, name: str) -> bytes:
+    try:
+        return secret.encode("utf-8")
+    except UnicodeEncodeError:
+        # Not chained: the error's repr quotes the whole secret.
+        raise ValueError(f"{name} is not valid UTF-8") from None
+
+
 def _positive_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
     return float(value)
 
 
+def _skew_seconds(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_TTL_CEILING_SECONDS
+    ):
+        raise ValueError(
+            "max_clock_skew_seconds must be a finite number of seconds, 0 or more "
+            f"(at most {MAX_TTL_CEILING_SECONDS:.0f}), got {value!r}"
+        )
+    return float(value)
+
+
 def _check_name(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty str, got {value!r}")
+    _check_utf8(name, value)
+
+
+def _check_utf8(name: str, value: str) -> None:
+    # A lone surrogate has no UTF-8 form: SQLite, Redis and OTLP exporters would all fail on it.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} must be valid UTF-8 text: {value!r} is not") from None

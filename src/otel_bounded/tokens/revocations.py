@@ -6,8 +6,10 @@ a per-principal cut-off that blocks every token of that principal issued at
 or before it. Stores never drop an entry earlier, and they fail closed: an
 operation that cannot reach its backend raises `RevocationStoreUnavailable`.
 
-Times are passed in (``now``) from the provider's clock, so one injected
-clock drives every backend.
+Times are passed in (``now``) from the provider, so one injected clock
+drives every backend. Lookups and sweeps get the provider's now, which never
+goes back; writes get the clock's reading, which a store that counts time
+itself (Redis PX) measures retention from.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import contextlib
 import math
 import os
 import sqlite3
-import urllib.parse
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from otel_bounded.config import redact_url
 from otel_bounded.core import BoundedStore, EvictionReason, reinit_after_fork
 from otel_bounded.errors import RevocationStoreUnavailable
 
@@ -40,6 +43,10 @@ class RevocationStore(Protocol):
     The provider calls these under its revocation lock, except `is_revoked`
     on a store whose `thread_safe` is true (a network store should not
     serialize every verification of a process behind one round trip).
+
+    A store that persists across restarts may also offer ``swept_through()
+    -> float``, the latest `now` it was swept at: a provider that opens it
+    starts its clock no earlier, since what that sweep removed is gone.
     """
 
     kind: str
@@ -161,6 +168,13 @@ CREATE TABLE IF NOT EXISTS principal_cutoffs (
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS principal_cutoffs_by_expiry ON principal_cutoffs (expires_at);
+-- The latest time a sweep ran at: a provider started after a clock step back must
+-- not judge tokens live whose revocations that sweep already removed.
+CREATE TABLE IF NOT EXISTS sweep_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    swept_through REAL NOT NULL
+);
+INSERT OR IGNORE INTO sweep_state VALUES (0, -1e308);
 -- COUNT(*) reads every row; triggers keep the count in step instead.
 CREATE TABLE IF NOT EXISTS entry_count (
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -236,18 +250,32 @@ class SQLiteRevocationStore:
             self._connection = sqlite3.connect(":memory:", check_same_thread=False)
             self._connection.close()
 
-    def _unavailable(self, exc: sqlite3.Error) -> RevocationStoreUnavailable:
-        with contextlib.suppress(sqlite3.Error):
-            if self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
+    def _unavailable(self, exc: sqlite3.Error | UnicodeError) -> RevocationStoreUnavailable:
         return RevocationStoreUnavailable(
             f"SQLite revocation store {self._path!r} failed ({exc}); failing closed"
         )
 
-    def revoke_token(self, token_id: str, expires_at: float, now: float) -> bool:
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, rolled back whatever interrupts it.
+
+        A transaction left open would hold the write lock of every process
+        sharing the file until this connection closed.
+        """
         db = self._connection
         try:
             db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except (sqlite3.Error, UnicodeError) as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+
+    def revoke_token(self, token_id: str, expires_at: float, now: float) -> bool:
+        with self._write() as db:
             row = db.execute(
                 "SELECT expires_at FROM revoked_tokens WHERE token_id = ?", (token_id,)
             ).fetchone()
@@ -258,18 +286,13 @@ class SQLiteRevocationStore:
                     "UPDATE revoked_tokens SET expires_at = ? WHERE token_id = ?",
                     (expires_at, token_id),
                 )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from None
         # An expired row not swept yet counts as gone, as in the other stores.
         return row is None or row[0] <= now
 
     def revoke_principal(
         self, principal_id: str, cutoff: float, expires_at: float, now: float
     ) -> bool:
-        db = self._connection
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._write() as db:
             row = db.execute(
                 "SELECT cutoff, expires_at FROM principal_cutoffs WHERE principal_id = ?",
                 (principal_id,),
@@ -285,9 +308,6 @@ class SQLiteRevocationStore:
                     "expires_at = max(expires_at, ?) WHERE principal_id = ?",
                     (cutoff, expires_at, principal_id),
                 )
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from None
         return row is None or row[1] <= now or row[0] < cutoff
 
     def is_revoked(self, token_id: str, principal_id: str, issued_at: float, now: float) -> bool:
@@ -298,22 +318,29 @@ class SQLiteRevocationStore:
                 "WHERE principal_id = ? AND cutoff >= ?)",
                 (token_id, principal_id, issued_at),
             ).fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
             raise self._unavailable(exc) from None
         return bool(row[0])
 
     def sweep(self, now: float) -> int:
-        db = self._connection
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._write() as db:
             removed = db.execute("DELETE FROM revoked_tokens WHERE expires_at <= ?", (now,))
             removed_tokens = removed.rowcount
             removed = db.execute("DELETE FROM principal_cutoffs WHERE expires_at <= ?", (now,))
             removed_cutoffs = removed.rowcount
-            db.execute("COMMIT")
+            db.execute(
+                "UPDATE sweep_state SET swept_through = max(swept_through, ?) WHERE id = 0",
+                (now,),
+            )
+        return removed_tokens + removed_cutoffs
+
+    def swept_through(self) -> float:
+        """The latest `now` this file was swept at, by any process."""
+        try:
+            row = self._connection.execute("SELECT swept_through FROM sweep_state").fetchone()
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from None
-        return removed_tokens + removed_cutoffs
+        return float(row[0])
 
     def count(self) -> int:
         try:
@@ -388,7 +415,8 @@ class RedisRevocationStore:
         self._client = client
         self._prefix = key_prefix
         self._index = f"{key_prefix}index"
-        self._description = description
+        # Shown in reprs and errors, which reach span events: never a credential.
+        self._description = redact_url(description)
         self._revoke_token = client.register_script(_REDIS_REVOKE_TOKEN)
         self._revoke_principal = client.register_script(_REDIS_REVOKE_PRINCIPAL)
 
@@ -447,7 +475,7 @@ class RedisRevocationStore:
                 keys=[self._token_key(token_id), self._index],
                 args=[repr(expires_at), keep_ms, f"t:{token_id}"],
             )
-        except RedisError as exc:
+        except (RedisError, UnicodeError) as exc:
             raise self._unavailable(exc) from None
         return bool(added)
 
@@ -464,7 +492,7 @@ class RedisRevocationStore:
                 keys=[self._principal_key(principal_id), self._index],
                 args=[repr(cutoff), keep_ms, f"p:{principal_id}", repr(expires_at)],
             )
-        except RedisError as exc:
+        except (RedisError, UnicodeError) as exc:
             raise self._unavailable(exc) from None
         return bool(widened)
 
@@ -475,7 +503,7 @@ class RedisRevocationStore:
             by_id, cutoff = self._client.mget(
                 [self._token_key(token_id), self._principal_key(principal_id)]
             )
-        except RedisError as exc:
+        except (RedisError, UnicodeError) as exc:
             raise self._unavailable(exc) from None
         return by_id is not None or (cutoff is not None and issued_at <= float(cutoff))
 
@@ -485,7 +513,7 @@ class RedisRevocationStore:
 
         try:
             return int(self._client.zremrangebyscore(self._index, "-inf", now))
-        except RedisError as exc:
+        except (RedisError, UnicodeError) as exc:
             raise self._unavailable(exc) from None
 
     def count(self) -> int:
@@ -493,7 +521,7 @@ class RedisRevocationStore:
 
         try:
             return int(self._client.zcard(self._index))
-        except RedisError as exc:
+        except (RedisError, UnicodeError) as exc:
             raise self._unavailable(exc) from None
 
     def close(self) -> None:
@@ -506,21 +534,6 @@ class RedisRevocationStore:
 def _milliseconds_until(expires_at: float, now: float) -> int:
     # Rounded up: Redis may keep an entry a millisecond late, never early.
     return math.ceil((expires_at - now) * 1000)
-
-
-def redact_url(url: str) -> str:
-    """`url` without its password, for messages and span attributes."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-        netloc = f"{user}:***@{host}{port}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def open_revocation_store(url: str, **options: Any) -> RevocationStore:

@@ -35,11 +35,17 @@ MAX_ENCODED_LENGTH = 4096
 _MAX_CONSTRAINT_DEPTH = 16
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-"""What a token id looks like: `secrets.token_urlsafe(16)` gives 22 of these characters."""
+"""What a token id in a signed payload may look like."""
+ISSUED_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")
+"""Exactly what `issue` makes, `secrets.token_urlsafe(16)`: 128 bits in 22 characters,
+the last carrying 2 bits. Only this is taken as a bare id to revoke, so a
+signature or a secret passed by mistake is refused, not exported on a span."""
 
 # Decoding by hand skips what json.loads and urlsafe_b64decode redo on every call.
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _DECODER = json.JSONDecoder()
+# Shared by every token without constraints: read-only, and nothing holds the dict behind it.
+_NO_CONSTRAINTS: Mapping[str, Any] = MappingProxyType({})
 
 Payload = tuple[str, str, str, float, float, str, Mapping[str, Any]]
 """token_id, capability_id, principal_id, issued_at, expires_at, audit_id, constraints."""
@@ -130,11 +136,13 @@ def _thaw(value: object) -> object:
 def freeze_constraints(constraints: object) -> Mapping[str, Any]:
     """A deeply read-only copy of `constraints`; `ValueError` when it is not plain JSON."""
     if constraints is None:
-        return MappingProxyType({})
+        return _NO_CONSTRAINTS
     if not isinstance(constraints, Mapping):
         raise ValueError(
             f"constraints must be a mapping of str to JSON values, not {type(constraints).__name__}"
         )
+    if not constraints:
+        return _NO_CONSTRAINTS
     return _freeze_mapping(constraints, 0)
 
 
@@ -185,6 +193,20 @@ def parse_payload(payload: str) -> Payload:
         or TOKEN_ID.fullmatch(token_id) is None
         or not math.isfinite(issued_at)
         or not math.isfinite(expires_at)
+        or not (capability_id.isascii() or _is_utf8(capability_id))
+        or not (principal_id.isascii() or _is_utf8(principal_id))
+        or not (audit_id.isascii() or _is_utf8(audit_id))
     ):
         raise ValueError("payload fields have the wrong types")
-    return token_id, capability_id, principal_id, issued_at, expires_at, audit_id, constraints
+    # What a token object would refuse to hold (1e400, NaN, deep nesting) is no token either.
+    frozen = _freeze_mapping(constraints, 0) if constraints else _NO_CONSTRAINTS
+    return token_id, capability_id, principal_id, issued_at, expires_at, audit_id, frozen
+
+
+def _is_utf8(text: str) -> bool:
+    # JSON escapes can spell lone surrogates, which no store or exporter can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
