@@ -490,3 +490,21 @@ def test_quickstart_example_reads_back_and_exports_its_traces() -> None:
     # A trace's spans come back in the order they ended: the child first.
     assert len(re.findall(r"^  [0-9a-f]{32}: db.query, handle_order$", result.stdout, re.M)) == 3
     assert "exported 6 spans; 0 traces evicted so far" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("OTEL_BOUNDED_TOKEN_SECRET", "too-short", "shorter than 32 bytes"),
+        ("OTEL_BOUNDED_TOKEN_SECRET_FILE", "/nonexistent/secret", "no readable file there"),
+        ("OTEL_BOUNDED_REVOCATION_STORE", "bogus://x", "not memory, sqlite:///path"),
+    ],
+)
+def test_config_flags_an_invalid_strict_variable_and_exits_1(
+    variable: str, value: str, reason: str
+) -> None:
+    result = run("config", env=clean_env(**{variable: value}))
+    assert result.returncode == 1
+    assert reason in result.stdout + result.stderr
+    if variable == "OTEL_BOUNDED_TOKEN_SECRET":
+        assert value not in result.stdout + result.stderr

@@ -30,34 +30,78 @@ __all__ = [
 _logger = logging.getLogger("otel_bounded")
 
 
+MIN_SECRET_BYTES = 32
+"""Shortest HMAC secret accepted, in bytes (the output size of SHA-256)."""
+
+MAX_TTL_CEILING_SECONDS = 10 * 365.25 * 86_400
+"""Longest token lifetime a provider may be configured for: ten years."""
+
+# ASCII digits only: int() and float() also take "1_000", "+7" and full-width digits.
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError("not an integer") from None
+    if not _INTEGER.fullmatch(text.strip()):
+        raise ValueError("not an integer")
+    value = int(text.strip())
     if value <= 0:
         raise ValueError("must be greater than 0")
     return value
 
 
+def _number(text: str) -> float:
+    if not _NUMBER.fullmatch(text.strip()):
+        raise ValueError("not a number")
+    value = float(text.strip())
+    if value == float("inf"):
+        raise ValueError("must be finite")
+    return value
+
+
 def _positive_number(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError("not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError("must be a finite number greater than 0")
+    value = _number(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
     return value
 
 
 def _non_negative_number(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError("not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError("must be a finite number, 0 or greater")
+    return _number(text)
+
+
+def _lifetime(text: str) -> float:
+    value = _positive_number(text)
+    if value > MAX_TTL_CEILING_SECONDS:
+        raise ValueError(f"must be at most {MAX_TTL_CEILING_SECONDS:.0f} (ten years)")
     return value
+
+
+def _secret(text: str) -> str:
+    # The reasons never quote the value: it is a secret.
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("not valid UTF-8") from None
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(f"shorter than {MIN_SECRET_BYTES} bytes")
+    return text
+
+
+def _readable_file(text: str) -> str:
+    if not os.access(os.path.expanduser(text), os.R_OK):
+        raise ValueError("no readable file there")
+    return text
+
+
+_STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss")
+
+
+def _store_url(text: str) -> str:
+    scheme = text.strip().split(":", 1)[0].lower()
+    if scheme not in _STORE_SCHEMES or (scheme != "memory" and "://" not in text):
+        raise ValueError("not memory, sqlite:///path or redis://host:port/db")
+    return text
 
 
 def _boolean(text: str) -> bool:
@@ -69,10 +113,6 @@ def _boolean(text: str) -> bool:
     if lowered == "false":
         return False
     raise ValueError("not 'true' or 'false'")
-
-
-def _text(text: str) -> str:
-    return text
 
 
 _CREDENTIAL_NAME = re.compile(r"pass|pwd|user|secret|token|auth|cred|key", re.IGNORECASE)
@@ -212,7 +252,7 @@ TRACE_COMPACTION_AT_SPANS = Variable(
 TOKEN_SECRET = Variable(
     "OTEL_BOUNDED_TOKEN_SECRET",
     None,
-    _text,
+    _secret,
     "at least 32 bytes (unset: a random development secret)",
     "HMAC key for capability tokens; every replica that verifies must share it.",
     strict=True,
@@ -221,7 +261,7 @@ TOKEN_SECRET = Variable(
 TOKEN_SECRET_FILE = Variable(
     "OTEL_BOUNDED_TOKEN_SECRET_FILE",
     None,
-    _text,
+    _readable_file,
     "path to a file holding the secret",
     "Read the HMAC key from this file instead of OTEL_BOUNDED_TOKEN_SECRET.",
     strict=True,
@@ -229,8 +269,8 @@ TOKEN_SECRET_FILE = Variable(
 TOKEN_MAX_TTL_SECONDS = Variable(
     "OTEL_BOUNDED_TOKEN_MAX_TTL_SECONDS",
     86_400.0,
-    _positive_number,
-    "number > 0",
+    _lifetime,
+    "number > 0, at most 315576000 (ten years)",
     "Longest token lifetime issued or accepted; also how long an unknown id's revocation is kept.",
 )
 TOKEN_SWEEP_INTERVAL_SECONDS = Variable(
@@ -243,7 +283,7 @@ TOKEN_SWEEP_INTERVAL_SECONDS = Variable(
 REVOCATION_STORE = Variable(
     "OTEL_BOUNDED_REVOCATION_STORE",
     "memory",
-    _text,
+    _store_url,
     "memory | sqlite:///path | redis://host:port/db",
     "Where revocations are kept: this process, a SQLite file, or a Redis shared by every replica.",
     strict=True,
@@ -283,9 +323,16 @@ def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
     """The effective value of ``variable``; warns (or raises, if strict) on an invalid value."""
     setting = resolve(variable, environ)
     if setting.ignored is not None:
-        shown = "<redacted>" if variable.secret else repr(setting.ignored)
-        # A parser's reason may quote the value it refused: never a secret's.
-        reason = "invalid value" if variable.secret else setting.reason
+        ignored, reason = setting.ignored, setting.reason or "invalid"
+        if variable.redact is not None:
+            ignored, reason = (
+                variable.redact(ignored),
+                reason.replace(ignored, variable.redact(ignored)),
+            )
+        shown = "<redacted>" if variable.secret else repr(ignored)
+        if variable.secret and setting.ignored in reason:
+            # A parser's reason may quote the value it refused: never a secret's.
+            reason = "invalid value"
         if variable.strict:
             raise ValueError(f"{variable.name}={shown} is invalid: {reason}")
         _logger.warning(

@@ -25,9 +25,11 @@ def bounded_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable, _, _ in CAPS:
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.delenv("OTEL_BOUNDED_TRACE_TTL_SECONDS", raising=False)
+    import os
+
+    for variable in list(os.environ):
+        if variable.startswith("OTEL_BOUNDED_"):
+            monkeypatch.delenv(variable)
 
 
 def test_defaults_apply_when_nothing_is_set(caplog: pytest.LogCaptureFixture) -> None:
@@ -62,7 +64,7 @@ def test_an_empty_value_means_unset_without_a_warning(
 
 
 @pytest.mark.parametrize(("variable", "field", "default"), CAPS)
-@pytest.mark.parametrize("invalid", ["abc", "0", "-3", "1.5", "1e3"])
+@pytest.mark.parametrize("invalid", ["abc", "0", "-3", "1.5", "1e3", "1_000", "\uff11\uff12"])
 def test_an_invalid_value_warns_naming_variable_and_value_then_uses_the_default(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

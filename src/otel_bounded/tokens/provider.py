@@ -46,10 +46,10 @@ from otel_bounded.tokens.token import (
 
 __all__ = ["MAX_TTL_CEILING_SECONDS", "MIN_SECRET_BYTES", "HMACTokenProvider", "derive_key_id"]
 
-MIN_SECRET_BYTES = 32
+MIN_SECRET_BYTES = config.MIN_SECRET_BYTES
 """Shortest secret accepted: HMAC-SHA256 keys shorter than its output weaken it."""
 
-MAX_TTL_CEILING_SECONDS = 10 * 365.25 * 86_400
+MAX_TTL_CEILING_SECONDS = config.MAX_TTL_CEILING_SECONDS
 """Largest `max_ttl_seconds` (and `max_clock_skew_seconds`): ten years.
 
 Beyond it, retention arithmetic stops being meaningful (a Redis PX in
