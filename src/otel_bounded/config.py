@@ -67,7 +67,10 @@ def _positive_number(text: str) -> float:
 
 
 def _non_negative_number(text: str) -> float:
-    return _number(text)
+    value = _number(text)
+    if value < 0:
+        raise ValueError("must be 0 or greater")
+    return value
 
 
 def _lifetime(text: str) -> float:

@@ -32,8 +32,9 @@ class TraceNotFound(KeyError):
     def __str__(self) -> str:
         return (
             f"trace {self.trace_id:032x} is not held: it may have been evicted "
-            f"({self.evicted_traces} traces evicted so far; max_traces={self.max_traces}, "
-            "raise OTEL_BOUNDED_TRACE_MAX_TRACES to keep more) or may never have been recorded"
+            f"({self.evicted_traces} traces evicted so far; max_traces={self.max_traces}; "
+            "raise OTEL_BOUNDED_TRACE_MAX_TRACES, _MAX_SPANS or _TTL_SECONDS, whichever "
+            "otel_bounded.trace_store.evictions names, to keep more) or never recorded"
         )
 
 

@@ -10,6 +10,7 @@ after a store was built still receives its metrics (through the API's proxy).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections import Counter
@@ -136,12 +137,13 @@ Reading = Iterable[tuple[int | float, Mapping[str, Any]]]
 Owners = weakref.WeakKeyDictionary[Any, dict[str, str]]
 """The owners reporting through one group of instruments, with their component attributes."""
 
-_groups: dict[tuple[int, str], tuple[object, Owners]] = {}
+# Each meter provider (held weakly) has one group of instruments per kind of owner.
+_groups: weakref.WeakKeyDictionary[object, dict[str, Owners]] = weakref.WeakKeyDictionary()
+# Groups made for the global provider, possibly through the API's proxy before a
+# provider was set: the proxy forwards them to the one set later, so owners that
+# name that provider explicitly must join these groups, not make a second set.
+_global_groups: dict[str, Owners] = {}
 _groups_lock = threading.Lock()
-
-# Owners built without a meter provider share the global one (through the API's
-# proxy when none is set yet), so they share one group of instruments too.
-_GLOBAL = object()
 
 
 def _join(
@@ -155,19 +157,38 @@ def _join(
 
     A meter keeps the first instrument of a name and ignores the callbacks of
     a second one, so every owner of a kind reports through one shared set of
-    instruments, told apart by ``otel.component.name``. Owners are held weakly:
-    a collected store stops reporting instead of being kept alive by the meter.
+    instruments, told apart by ``otel.component.name``. Owners and providers
+    are held weakly: a collected store stops reporting instead of being kept
+    alive by the meter, and a dropped provider is not kept alive by us.
     """
-    provider: object = meter_provider if meter_provider is not None else _GLOBAL
     with _groups_lock:
-        group = _groups.get((id(provider), kind))
-        if group is None or group[0] is not provider:
-            owners: Owners = weakref.WeakKeyDictionary()
-            _groups[(id(provider), kind)] = (provider, owners)
-            create(get_meter(meter_provider), owners)
-        else:
-            owners = group[1]
+        current_global = metrics.get_meter_provider()
+        provider = meter_provider if meter_provider is not None else current_global
+        try:
+            by_kind = _groups.setdefault(provider, {})
+        except TypeError:  # a provider that cannot be weakly referenced: no sharing
+            by_kind = {}
+        owners = by_kind.get(kind)
+        if owners is None and provider is current_global:
+            owners = _global_groups.get(kind)
+        if owners is None:
+            owners = weakref.WeakKeyDictionary()
+            create(provider.get_meter(INSTRUMENTATION_NAME, __version__), owners)
+            if provider is current_global:
+                _global_groups[kind] = owners
+        by_kind[kind] = owners
         owners[owner] = dict(component)
+
+
+def _reinit_locks_after_fork() -> None:
+    # A lock held by another thread at fork() would stay held in the child.
+    global _groups_lock, _component_lock
+    _groups_lock = threading.Lock()
+    _component_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_locks_after_fork)
 
 
 def _callback(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
@@ -158,7 +158,6 @@ def test_get_rebuilds_faithful_readable_spans() -> None:
             child.add_event("retry", {"attempt": 2})
             child.set_status(Status(StatusCode.ERROR, "tool failed"))
     spans = store.get(link_context.trace_id)
-    exporter = InMemorySpanExporter()
     provider_spans = list(spans)
     rebuilt_child, rebuilt_root = provider_spans
     assert rebuilt_child.name == "tool.call"
@@ -186,7 +185,11 @@ def test_get_rebuilds_faithful_readable_spans() -> None:
     assert rebuilt_child.start_time <= rebuilt_child.end_time
     assert rebuilt_root.parent is None
     assert rebuilt_root.kind is SpanKind.SERVER
-    assert exporter.export(provider_spans) is SpanExportResult.SUCCESS
+    encoded = encode_spans(provider_spans)
+    assert [span.name for span in encoded.resource_spans[0].scope_spans[0].spans] == [
+        "tool.call",
+        "root",
+    ]
 
 
 def test_get_matches_what_the_sdk_itself_would_export() -> None:
@@ -317,3 +320,83 @@ def test_invalid_constructor_arguments_raise_value_error(
 ) -> None:
     with pytest.raises(ValueError, match=name):
         TraceStore(**arguments)  # type: ignore[arg-type]
+
+
+def test_an_encoding_failure_is_logged_once_with_its_traceback_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    store = TraceStore()
+    with caplog.at_level(logging.WARNING, logger="otel_bounded"):
+        for _ in range(3):
+            store.on_end(object())  # type: ignore[arg-type]
+    (warning,) = [r for r in caplog.records if r.name == "otel_bounded"]
+    assert "failed to record a span" in warning.getMessage()
+    assert warning.exc_info is not None
+    assert store.stats().drops_by_reason[DropReason.ERROR] == 3
+
+
+def test_membership_of_something_that_is_not_a_trace_id_is_false() -> None:
+    store = TraceStore()
+    assert "nope" not in store
+    assert None not in store
+
+
+def test_get_is_faithful_across_resources_scopes_remote_parents_and_flags() -> None:
+    """Whatever an exporter reads survives: trace state, remote parents, flags, limits."""
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.trace import SpanLimits
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    class RecordOnly(Sampler):
+        def should_sample(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return SamplingResult(Decision.RECORD_ONLY)
+
+        def get_description(self) -> str:
+            return "record only"
+
+    class KeepAll(SpanProcessor):
+        """What the SDK hands processors, recorded-only spans included."""
+
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.spans.append(span)
+
+    store = TraceStore()
+    reference = KeepAll()
+    remote = SpanContext(
+        0x5B8EFFF798038103D269B633813FC60C,
+        0xEEE19B7EC3C1B174,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "value"), ("other", "x")]),
+    )
+    parent = trace_api.set_span_in_context(NonRecordingSpan(remote))
+    for service, sampler in (("agent", ALWAYS_ON), ("worker", RecordOnly())):
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service}),
+            sampler=sampler,
+            span_limits=SpanLimits(max_events=1, max_links=1, max_span_attributes=2),
+        )
+        provider.add_span_processor(store)
+        provider.add_span_processor(reference)
+        for scope in ("scope.a", "scope.b"):
+            tracer = provider.get_tracer(scope, "2.0", schema_url="https://example.com/s")
+            with tracer.start_as_current_span(
+                f"{service}.{scope}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={"a": 1, "b": 2, "c": 3},
+                links=[Link(remote, {"l": 1}), Link(remote)],
+            ) as span:
+                span.add_event("first", {"e": 1})
+                span.add_event("second")
+                span.set_status(Status(StatusCode.OK))
+    expected = encode_spans(reference.spans)
+    assert encode_spans(store.get(remote.trace_id)) == expected
+    flags = {span.context.trace_flags for span in store.get(remote.trace_id)}
+    assert flags == {TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)}

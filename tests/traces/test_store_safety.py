@@ -192,3 +192,61 @@ def test_memory_stays_flat_through_hundreds_of_thousands_of_spans() -> None:
     assert stats.received_spans == 310_000
     # A full store's footprint does not grow with the spans pushed through it.
     assert after - before < 256 * 1024, f"grew by {after - before} bytes"
+
+
+def child_span(trace_id: int, span_id: int, parent_id: int, start: int) -> ReadableSpan:
+    """A fast child span under `parent_id`, as the SDK hands it to processors."""
+    context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1))
+    parent = SpanContext(trace_id, parent_id, is_remote=False, trace_flags=TraceFlags(1))
+    return ReadableSpan(
+        name=f"call-{span_id % 3}",
+        context=context,
+        parent=parent,
+        resource=RESOURCE,
+        start_time=start,
+        end_time=start + 1_000,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stream=st.lists(st.tuples(st.integers(1, 6), st.floats(-3, 5), st.booleans()), max_size=150),
+    max_traces=st.integers(1, 5),
+    max_spans=st.integers(2, 30),
+    per_trace=st.integers(2, 12),
+    at_spans=st.integers(1, 8),
+)
+def test_a_compacting_store_keeps_its_caps_and_counts_on_random_streams(
+    stream: list[tuple[int, float, bool]],
+    max_traces: int,
+    max_spans: int,
+    per_trace: int,
+    at_spans: int,
+) -> None:
+    from otel_bounded import CompactionPolicy
+
+    clock = FakeClock(0.0)
+    store = TraceStore(
+        max_traces,
+        max_spans,
+        per_trace,
+        ttl_seconds=20,
+        clock=clock,
+        compaction=CompactionPolicy(compact_at_spans=at_spans),
+    )
+    for span_id, (trace_id, pause, is_root) in enumerate(stream, start=2):
+        clock.advance(pause)  # the clock also steps back
+        if is_root:
+            store.on_end(synthetic_span(trace_id, span_id))
+        else:
+            store.on_end(child_span(trace_id, span_id, 1, span_id * 10_000))
+        stats = store.stats()
+        assert stats.traces <= max_traces
+        assert stats.spans <= max_spans
+        assert stats.received_spans == (
+            stats.spans + stats.evicted_spans + stats.dropped_spans + stats.spans_compacted
+        )
+        held = store.trace_ids()
+        assert len(held) == len(store) == stats.traces
+        assert sum(len(store.get(trace_id)) for trace_id in held) == stats.spans
+        assert all(len(store.get(trace_id)) <= per_trace for trace_id in held)

@@ -122,14 +122,17 @@ def test_a_collected_store_stops_reporting_instead_of_being_kept_alive(
     import gc
     import weakref
 
-    store = TraceStore(meter_provider=MeterProvider(metric_readers=[reader]))
+    provider = MeterProvider(metric_readers=[reader])
+    kept = TraceStore(max_traces=7, meter_provider=provider)
+    store = TraceStore(meter_provider=provider)
     name = store.component[COMPONENT_NAME]
     alive = weakref.ref(store)
     del store
     gc.collect()
     assert alive() is None
-    capacity = collect(reader).get(TRACE_STORE_CAPACITY)
-    assert capacity is None or points(capacity, name) == {}
+    capacity = collect(reader)[TRACE_STORE_CAPACITY]
+    assert points(capacity, name) == {}
+    assert points(capacity, kept.component[COMPONENT_NAME]) == {"": 7}
 
 
 def warnings_in(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -145,7 +145,11 @@ def _make_encode(resources: Interner, scopes: Interner) -> Callable[[ReadableSpa
         scope_index = scopes.last_index if scope is scopes.last_object else scopes.index(scope)
         meta |= (resource_index << 24) | (scope_index << 40)
         # Spans share a handful of these: one int object each instead of one a span.
-        meta = metas.setdefault(meta, meta)
+        interned_meta = metas.get(meta)
+        if interned_meta is not None:
+            meta = interned_meta
+        elif len(metas) < _MAX_KEY_TUPLES:
+            metas[meta] = meta
 
         attributes = span._attributes
         dropped_attributes = 0

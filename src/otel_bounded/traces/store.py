@@ -122,6 +122,12 @@ class TraceStore(SpanProcessor):
             raise ValueError(f"compaction must be a CompactionPolicy or None, got {compaction!r}")
         self._max_traces = max_traces
         self._max_spans = max_spans
+        self._limits = {
+            "max_traces": max_traces,
+            "max_spans": max_spans,
+            "max_spans_per_trace": max_spans_per_trace,
+            "ttl_seconds": ttl_seconds,
+        }
         self._max_spans_per_trace = max_spans_per_trace
         self._traces: BoundedStore[int, list[Record]] = BoundedStore(
             max_traces,
@@ -144,6 +150,7 @@ class TraceStore(SpanProcessor):
         # First evictions and drops noted under the lock, logged after it is released.
         self._pending_warnings: list[tuple[str, str]] = []
         self._warned: set[str] = set()
+        self._first_error: Exception | None = None
         self._compactor = (
             None
             if compaction is None
@@ -197,8 +204,8 @@ class TraceStore(SpanProcessor):
                     )
                 else:
                     records.append(record)  # type: ignore[union-attr]
-        except Exception:  # never raise into the application
-            self._count_error()
+        except Exception as error:  # never raise into the application
+            self._count_error(error)
         finally:
             if self._pending_warnings:
                 self._flush_warnings()
@@ -228,7 +235,10 @@ class TraceStore(SpanProcessor):
             return
         else:
             records.append(record)  # type: ignore[union-attr]
-        compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
+        try:
+            compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
+        except Exception as error:  # the span is held: a failed pass drops nothing
+            self._note_error(error)
 
     def shutdown(self) -> None:
         """Stop recording; what is held stays readable."""
@@ -248,7 +258,11 @@ class TraceStore(SpanProcessor):
         return held
 
     def __contains__(self, trace_id: object) -> bool:
-        key = _trace_key(trace_id)
+        """Whether a trace is held; anything that is not a trace id is not."""
+        try:
+            key = _trace_key(trace_id)
+        except ValueError:
+            return False
         with self._lock:
             held = self._traces.get(key) is not None
         self._flush_warnings()
@@ -278,8 +292,7 @@ class TraceStore(SpanProcessor):
     @property
     def evicted_count(self) -> int:
         """Whole traces evicted since the store was created, every reason together."""
-        with self._lock:
-            return sum(self._traces.evictions.values())
+        return self.stats().evicted_traces
 
     def stats(self) -> TraceStoreStats:
         """Counts at this moment, expired traces removed first."""
@@ -352,9 +365,16 @@ class TraceStore(SpanProcessor):
             self._warned.add(reason)
             self._pending_warnings.append(("drop", reason))
 
-    def _count_error(self) -> None:
+    def _count_error(self, error: Exception) -> None:
         with self._lock:
             self._drops[DropReason.ERROR] += 1
+            self._note_error(error)
+
+    def _note_error(self, error: Exception) -> None:
+        """Keep the first failure for one WARNING with its traceback; later ones are counted."""
+        if self._first_error is None:
+            self._first_error = error
+            self._pending_warnings.append(("error", DropReason.ERROR))
 
     def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
         if self._compactor is not None:
@@ -375,23 +395,37 @@ class TraceStore(SpanProcessor):
             held_traces, held_spans = len(self._traces), self._traces.weight
         name = self.component[telemetry.COMPONENT_NAME]
         for kind, reason in pending:
+            if kind == "error":
+                telemetry.logger.warning(
+                    "TraceStore %s failed to record a span; it never raises into the "
+                    "application, so this and any later failure are counted in %s "
+                    "(reason error) and not logged again. Please report it.",
+                    name,
+                    telemetry.TRACE_STORE_SPANS_DROPPED,
+                    exc_info=self._first_error,
+                )
+                continue
             variable, argument = _REMEDY[reason]
+            limit = self._limits[argument]
             if kind == "drop":
                 telemetry.logger.warning(
-                    "TraceStore %s dropped its first span (reason %s). Raise %s (or %s=) to "
-                    "keep more. Further drops are counted in %s, not logged.",
+                    "TraceStore %s dropped its first span (reason %s, %s=%s). Raise %s (or "
+                    "%s=) to keep more. Further drops are counted in %s, not logged.",
                     name,
                     reason,
+                    argument,
+                    limit,
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
                 )
             elif reason == TraceEvictionReason.TTL:
                 telemetry.logger.warning(
-                    "TraceStore %s expired its first trace (idle for ttl_seconds; holding %d "
-                    "traces, %d spans). Raise %s (or %s=) to keep idle traces longer. Further "
-                    "evictions are counted in %s, not logged.",
+                    "TraceStore %s expired its first trace (idle for ttl_seconds=%s; holding "
+                    "%d traces, %d spans). Raise %s (or %s=) to keep idle traces longer. "
+                    "Further evictions are counted in %s, not logged.",
                     name,
+                    limit,
                     held_traces,
                     held_spans,
                     variable.name,
@@ -400,12 +434,14 @@ class TraceStore(SpanProcessor):
                 )
             else:
                 telemetry.logger.warning(
-                    "TraceStore %s evicted its first trace (reason %s; holding %d traces, %d "
-                    "spans). The least recently active traces are now evicted to stay within "
-                    "the cap; raise %s (or %s=) to keep more. Further evictions are counted in "
-                    "%s, not logged.",
+                    "TraceStore %s evicted its first trace (reason %s, %s=%s; holding %d "
+                    "traces, %d spans). The least recently active traces are now evicted to "
+                    "stay within the cap; raise %s (or %s=) to keep more. Further evictions "
+                    "are counted in %s, not logged.",
                     name,
                     reason,
+                    argument,
+                    limit,
                     held_traces,
                     held_spans,
                     variable.name,
