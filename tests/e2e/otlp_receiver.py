@@ -12,6 +12,7 @@ gets the same endpoint through `subprocess_environment()`.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -41,6 +43,9 @@ WAIT_SECONDS = 10.0
 
 # A proxy configured in the environment must never see loopback test traffic.
 _CHANNEL_OPTIONS = (("grpc.enable_http_proxy", 0),)
+_EXPORTERS_TAKE_CHANNEL_OPTIONS = (
+    "channel_options" in inspect.signature(OTLPSpanExporter.__init__).parameters
+)
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY")
 
 T = TypeVar("T")
@@ -168,12 +173,14 @@ class OTLPReceiver:
 
     def exporter_arguments(self) -> dict[str, Any]:
         """Keyword arguments for any `opentelemetry.exporter.otlp.proto.grpc` exporter."""
-        return {
+        arguments: dict[str, Any] = {
             "endpoint": self.endpoint,
             "insecure": True,
             "timeout": WAIT_SECONDS,
-            "channel_options": _CHANNEL_OPTIONS,
         }
+        if _EXPORTERS_TAKE_CHANNEL_OPTIONS:  # older exporters do not
+            arguments["channel_options"] = _CHANNEL_OPTIONS
+        return arguments
 
     def subprocess_environment(self, environ: Mapping[str, str]) -> dict[str, str]:
         """`environ` with every signal exported over OTLP/gRPC to this receiver, no proxy."""
