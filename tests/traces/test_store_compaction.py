@@ -334,6 +334,6 @@ def test_remembered_merged_ids_are_bounded_by_the_span_cap() -> None:
     compactor = store._compactor
     assert compactor is not None
     assert compactor._remembered <= 200
-    assert sum(len(members) for members, _ in compactor._merged.values()) == compactor._remembered
+    assert sum(len(ids[0]) for ids in compactor._merged.values()) == compactor._remembered
     assert store.stats().spans <= 200
     assert accounted(store)

@@ -488,11 +488,12 @@ class _Compactor:
         self._last_pass: dict[int, int] = {}
         # Traces grown since their last pass, least recently active first.
         self._dirty: OrderedDict[int, None] = OrderedDict()
-        # Merged-away span ids and their composites, per trace: two parallel
-        # arrays of 8-byte ids sorted by member id (a dict would cost 9x more),
-        # least recently merged trace first. At most `remembered_budget` ids in
+        # Merged-away span ids and their composites, per trace: the 8-byte ids
+        # sorted by member id, a parallel array of slots into the trace's few
+        # composite ids (a dict would cost 7x more); least recently merged
+        # trace first. At most `remembered_budget` ids in
         # all (the span cap): the oldest trace's are forgotten first.
-        self._merged: OrderedDict[int, tuple[array[int], array[int]]] = OrderedDict()
+        self._merged: OrderedDict[int, tuple[array[int], array[int], array[int]]] = OrderedDict()
         self._remembered = 0
         self._remembered_budget = remembered_budget
         self.compactions = 0
@@ -505,12 +506,12 @@ class _Compactor:
         merged = self._merged.get(trace_id)
         if merged is None:
             return record
-        members, composites = merged
+        members, slots, composites = merged
         parent = record[1]
         index = bisect_left(members, parent)
         if index == len(members) or members[index] != parent:
             return record
-        return (record[0], composites[index], *record[2:])
+        return (record[0], composites[slots[index]], *record[2:])
 
     def recorded(self, trace_id: int, records: list[Record], record: Record) -> None:
         """After `record` was added: compact when due, and when the local root ends."""
@@ -566,22 +567,34 @@ class _Compactor:
         pairs: dict[int, int] = {}
         held = self._merged.pop(trace_id, None)
         if held is not None:
-            self._remembered -= len(held[0])
+            members, slots, composites = held
+            self._remembered -= len(members)
             # A composite merged into a larger one: its members now belong to that one.
-            pairs = {m: merged.get(c, c) for m, c in zip(held[0], held[1], strict=True)}
+            pairs = {
+                member: merged.get(composites[slot], composites[slot])
+                for member, slot in zip(members, slots, strict=True)
+            }
         pairs.update(merged)
         if len(pairs) > self._remembered_budget:
             # Late children come soon after their parent: keep this pass's merges.
             pairs = dict(list(merged.items())[: self._remembered_budget])
         # Sorted for bisect in `adopt`; a pass sorts anyway, this is part of it.
         ordered = sorted(pairs.items())
+        # A trace has few composites: each merged id points at one by a 2-byte slot.
+        composites_of: dict[int, int] = {}
+        for _, composite in ordered:
+            composites_of.setdefault(composite, len(composites_of))
         self._merged[trace_id] = (
-            array("Q", [m for m, _ in ordered]),
-            array("Q", [c for _, c in ordered]),
+            array("Q", [member for member, _ in ordered]),
+            array(
+                "H" if len(composites_of) <= 0xFFFF else "I",
+                [composites_of[composite] for _, composite in ordered],
+            ),
+            array("Q", composites_of),
         )
         self._remembered += len(ordered)
         while self._remembered > self._remembered_budget and len(self._merged) > 1:
-            _, (members, _) = self._merged.popitem(last=False)
+            _, (members, _, _) = self._merged.popitem(last=False)
             self._remembered -= len(members)
 
     def forget(self, trace_id: int) -> None:

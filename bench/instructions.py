@@ -1,0 +1,105 @@
+"""Instructions and cache misses a span costs with TraceStore, counted by callgrind.
+
+Wall-clock ratios move with the machine's load; instruction counts do not. This
+script runs the agent-like workload of `bench/trace_store.py` (a root and 9
+children with 2-3 attributes) under `valgrind --tool=callgrind --cache-sim=yes`
+twice per variant (a warm-up alone, then warm-up plus the measured traces) and
+reports the difference per span, so start-up and warm-up cancel out.
+
+    python bench/instructions.py            # needs valgrind on PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+WARM_TRACES = 300
+MEASURED_TRACES = 300
+SPANS_PER_TRACE = 10
+EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
+
+
+def workload(variant: str, traces: int) -> None:
+    """Run in the child: the workload through a provider with `variant`'s processor."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_bounded import TraceStore
+
+    provider = TracerProvider()
+    if variant == "store":
+        provider.add_span_processor(TraceStore(max_traces=200))
+    tracer = provider.get_tracer("bench.instructions")
+
+    def run(count: int) -> None:
+        for index in range(count):
+            with tracer.start_as_current_span("agent.step", attributes={"step": index}):
+                for _ in range(SPANS_PER_TRACE - 1):
+                    with tracer.start_as_current_span(
+                        "tool.call", attributes={"tool.name": "search", "n": 1, "ok": True}
+                    ):
+                        pass
+
+    run(WARM_TRACES)  # fills the 200-trace store, so the measured part evicts
+    run(traces)
+
+
+def counted(variant: str, traces: int) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as directory:
+        out = os.path.join(directory, "callgrind.out")
+        result = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--cache-sim=yes",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                str(traces),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    match = re.search(r"Collected : ([\d ]+)", result.stderr)
+    if match is None:
+        raise RuntimeError(f"no callgrind totals in:\n{result.stderr[-2000:]}")
+    return dict(zip(EVENTS, map(int, match.group(1).split()), strict=True))
+
+
+def per_span(variant: str) -> dict[str, float]:
+    base = counted(variant, 0)
+    full = counted(variant, MEASURED_TRACES)
+    spans = MEASURED_TRACES * SPANS_PER_TRACE
+    return {event: (full[event] - base[event]) / spans for event in EVENTS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "TRACES"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        workload(args.child[0], int(args.child[1]))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
+        return 2
+    none, store = per_span("none"), per_span("store")
+    print(f"per span, {MEASURED_TRACES * SPANS_PER_TRACE} spans, store full and evicting")
+    print(f"{'event':<8}{'no processor':>16}{'TraceStore':>16}{'ratio':>10}")
+    for event in ("Ir", "I1mr", "D1mr", "D1mw"):
+        ratio = store[event] / none[event] if none[event] else float("nan")
+        print(f"{event:<8}{none[event]:>16,.0f}{store[event]:>16,.0f}{ratio:>9.3f}x")
+    print("Ir: instructions; I1mr, D1mr, D1mw: L1 instruction, data-read, data-write misses")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
