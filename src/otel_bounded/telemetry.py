@@ -303,6 +303,35 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
     )
 
 
+class TraceEvictionReason:
+    """Values of ``otel_bounded.eviction.reason`` on the evictions metric."""
+
+    MAX_TRACES = "max_traces"
+    MAX_SPANS = "max_spans"
+    TTL = "ttl"
+
+
+class DropReason:
+    """Values of ``otel_bounded.drop.reason`` on the dropped spans metric."""
+
+    MAX_SPANS_PER_TRACE = "max_spans_per_trace"
+    MAX_SPANS = "max_spans"
+    ERROR = "error"
+
+
+class ApprovalEvictionReason:
+    """Values of ``otel_bounded.eviction.reason`` on the approval evictions metric.
+
+    Only ended grants are ever evicted; a live grant that expires becomes an
+    ended (``expired``) one, which is not an eviction.
+    """
+
+    RETENTION = "retention"
+    """Its `retention_seconds` passed."""
+    MAX_TERMINAL = "max_terminal"
+    """`max_terminal` ended grants were held, and it was the oldest."""
+
+
 class SweepTrigger:
     """Values of ``otel_bounded.sweep.trigger`` on the sweep span."""
 

@@ -6,6 +6,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import Enum
 
+from otel_bounded.telemetry import ApprovalEvictionReason
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_REASON_LENGTH",
@@ -50,19 +52,6 @@ class ApprovalOutcome:
 
     ALLOWED = "allowed"
     REFUSED = "refused"
-
-
-class ApprovalEvictionReason:
-    """Values of ``otel_bounded.eviction.reason`` on the approval evictions metric.
-
-    Only ended grants are ever evicted; a live grant that expires becomes an
-    ended (``expired``) one, which is not an eviction.
-    """
-
-    RETENTION = "retention"
-    """Its `retention_seconds` passed."""
-    MAX_TERMINAL = "max_terminal"
-    """`max_terminal` ended grants were held, and it was the oldest."""
 
 
 @dataclass(frozen=True)

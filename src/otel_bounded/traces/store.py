@@ -28,6 +28,7 @@ from otel_bounded.core import (
     reinit_after_fork,
 )
 from otel_bounded.errors import TraceNotFound
+from otel_bounded.telemetry import DropReason, TraceEvictionReason
 from otel_bounded.traces.compaction import CompactionPolicy, compact_records
 from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Record, SpanEncoder, decode
 
@@ -37,22 +38,6 @@ _COMPONENT_TYPE = "otel_bounded_trace_store"
 _EXPORT_BATCH = 512
 _MAX_TRACE_ID = (1 << 128) - 1
 _HEX_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
-
-
-class TraceEvictionReason:
-    """Values of ``otel_bounded.eviction.reason`` on the evictions metric."""
-
-    MAX_TRACES = "max_traces"
-    MAX_SPANS = "max_spans"
-    TTL = "ttl"
-
-
-class DropReason:
-    """Values of ``otel_bounded.drop.reason`` on the dropped spans metric."""
-
-    MAX_SPANS_PER_TRACE = "max_spans_per_trace"
-    MAX_SPANS = "max_spans"
-    ERROR = "error"
 
 
 _REASONS = {
