@@ -173,7 +173,7 @@ def _join(
             owners = _global_groups.get(kind)
         if owners is None:
             owners = weakref.WeakKeyDictionary()
-            create(provider.get_meter(INSTRUMENTATION_NAME, __version__), owners)
+            create(get_meter(provider), owners)
             if provider is current_global:
                 _global_groups[kind] = owners
         by_kind[kind] = owners

@@ -381,9 +381,9 @@ class HMACTokenProvider:
                         raise
                     outcome = outcomes.REVOKED if revoked else outcomes.OK
                 self._outcomes[outcome] += 1
-        if outcome is outcomes.OK:
+        if outcome == outcomes.OK:
             return
-        if outcome is outcomes.EXPIRED:
+        if outcome == outcomes.EXPIRED:
             raise _expired(token_id, expires_at)
         raise TokenRevoked(
             f"token {token_id} was revoked; ask its issuer for a new one", token_id=token_id
