@@ -73,6 +73,51 @@ def _non_negative_number(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise ValueError("must be at least 0 and less than 1")
+    return value
+
+
+_EXPORT_TARGETS = ("otlp", "console", "none")
+
+
+def _export_target(text: str) -> str:
+    value = text.strip().lower()
+    if value not in _EXPORT_TARGETS:
+        raise ValueError("not otlp, console or none")
+    return value
+
+
+EXPORT_CONDITIONS = ("error", "slow", "security")
+"""The trace conditions ``OTEL_BOUNDED_TRACE_EXPORT_WHEN`` may name, besides ``ratio:<r>``."""
+
+
+def parse_export_when(text: str) -> tuple[frozenset[str], float]:
+    """``error,slow,ratio:0.01`` as (conditions, ratio); ValueError naming what is wrong."""
+    conditions: set[str] = set()
+    ratio = 0.0
+    for raw in text.split(","):
+        term = raw.strip().lower()
+        if not term:
+            continue
+        if term.startswith("ratio:"):
+            ratio = _number(term[len("ratio:") :])
+            if not 0 <= ratio <= 1:
+                raise ValueError(f"ratio must be between 0 and 1, got {term!r}")
+        elif term in EXPORT_CONDITIONS:
+            conditions.add(term)
+        else:
+            raise ValueError(f"unknown condition {term!r}")
+    return frozenset(conditions), ratio
+
+
+def _export_when(text: str) -> str:
+    parse_export_when(text)
+    return text.strip()
+
+
 def _lifetime(text: str) -> float:
     value = _positive_number(text)
     if value > MAX_TTL_CEILING_SECONDS:
@@ -252,6 +297,48 @@ TRACE_COMPACTION_AT_SPANS = Variable(
     "integer > 0",
     "A trace is compacted each time the spans held for it grow by this many.",
 )
+TRACE_MAX_BYTES = Variable(
+    "OTEL_BOUNDED_TRACE_MAX_BYTES",
+    256 * 1024 * 1024,
+    _positive_int,
+    "integer > 0 (bytes)",
+    "Most bytes a TraceStore holds, estimated as each span is encoded; oldest traces go first.",
+)
+TRACE_MAX_ATTRIBUTE_LENGTH = Variable(
+    "OTEL_BOUNDED_TRACE_MAX_ATTRIBUTE_LENGTH",
+    None,
+    _positive_int,
+    "integer > 0 (unset: no truncation)",
+    "Longer string values (and sequences) are cut to this length when held, the span marked.",
+)
+TRACE_PROTECTED_FRACTION = Variable(
+    "OTEL_BOUNDED_TRACE_PROTECTED_FRACTION",
+    0.25,
+    _fraction,
+    "number >= 0 and < 1",
+    "Share of every cap reserved for error, slow and security traces; normal ones go first.",
+)
+TRACE_SLOW_THRESHOLD_MS = Variable(
+    "OTEL_BOUNDED_TRACE_SLOW_THRESHOLD_MS",
+    1_000.0,
+    _positive_number,
+    "number > 0",
+    "A trace whose local root took at least this many milliseconds is a slow trace.",
+)
+TRACE_EXPORT = Variable(
+    "OTEL_BOUNDED_TRACE_EXPORT",
+    "none",
+    _export_target,
+    "otlp | console | none",
+    "Tail export: where the store sends the traces OTEL_BOUNDED_TRACE_EXPORT_WHEN selects.",
+)
+TRACE_EXPORT_WHEN = Variable(
+    "OTEL_BOUNDED_TRACE_EXPORT_WHEN",
+    "error,slow,security",
+    _export_when,
+    "comma-separated error, slow, security, ratio:<0..1>",
+    "Which traces the tail export sends, decided when a trace's local root ends.",
+)
 TOKEN_SECRET = Variable(
     "OTEL_BOUNDED_TOKEN_SECRET",
     None,
@@ -302,6 +389,12 @@ VARIABLES: tuple[Variable, ...] = (
     TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS,
     TRACE_COMPACTION_SAME_KIND_MAX_DURATION_MS,
     TRACE_COMPACTION_AT_SPANS,
+    TRACE_MAX_BYTES,
+    TRACE_MAX_ATTRIBUTE_LENGTH,
+    TRACE_PROTECTED_FRACTION,
+    TRACE_SLOW_THRESHOLD_MS,
+    TRACE_EXPORT,
+    TRACE_EXPORT_WHEN,
     TOKEN_SECRET,
     TOKEN_SECRET_FILE,
     TOKEN_MAX_TTL_SECONDS,

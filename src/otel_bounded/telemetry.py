@@ -78,6 +78,11 @@ COMPOSITE_NAMES = "otel_bounded.composite.names"
 COMPOSITE_COUNTS = "otel_bounded.composite.counts"
 COMPOSITE_DURATION_SUMS_NS = "otel_bounded.composite.duration_sums_ns"
 
+RETENTION_CLASS = "otel_bounded.retention.class"
+TRUNCATED_ATTRIBUTES = "otel_bounded.truncated_attributes"
+"""On a held span (or event): the keys of the attribute values `max_attribute_length` cut."""
+EXPORT_REASON = "otel_bounded.export.reason"
+
 # -- metrics -----------------------------------------------------------------
 
 TRACE_STORE_TRACES = "otel_bounded.trace_store.traces"
@@ -87,6 +92,12 @@ TRACE_STORE_EVICTIONS = "otel_bounded.trace_store.evictions"
 TRACE_STORE_SPANS_DROPPED = "otel_bounded.trace_store.spans.dropped"
 TRACE_STORE_COMPACTIONS = "otel_bounded.trace_store.compactions"
 TRACE_STORE_SPANS_COMPACTED = "otel_bounded.trace_store.spans.compacted"
+TRACE_STORE_BYTES = "otel_bounded.trace_store.bytes"
+TRACE_STORE_CAPACITY_SPANS = "otel_bounded.trace_store.capacity.spans"
+TRACE_STORE_CAPACITY_BYTES = "otel_bounded.trace_store.capacity.bytes"
+TRACE_STORE_ATTRIBUTES_TRUNCATED = "otel_bounded.trace_store.attributes.truncated"
+TRACE_STORE_EXPORTED = "otel_bounded.trace_store.exported"
+TRACE_STORE_NOT_EXPORTED = "otel_bounded.trace_store.not_exported"
 
 TOKEN_REVOCATIONS = "otel_bounded.token.revocations"
 TOKEN_REVOCATIONS_SWEPT = "otel_bounded.token.revocations.swept"
@@ -245,6 +256,20 @@ class TraceStoreCounts(Protocol):
     def compactions(self) -> int: ...
     @property
     def spans_compacted(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def max_spans(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def evictions_by_class(self) -> Mapping[str, Mapping[str, int]]: ...
+    @property
+    def truncated_attributes(self) -> int: ...
+    @property
+    def exported_by_reason(self) -> Mapping[str, int]: ...
+    @property
+    def not_exported(self) -> int: ...
 
 
 class HasTraceStoreCounts(Protocol):
@@ -256,6 +281,15 @@ def register_trace_store_instruments(
 ) -> None:
     """Report `store` through the trace store instruments, read from `store.stats()`."""
     _join(meter_provider, "trace_store", store, component, _create_trace_store_instruments)
+
+
+def _read_evictions_by_class(store: Any, component: dict[str, str]) -> Reading:
+    counts: Mapping[str, Mapping[str, int]] = store.stats().evictions_by_class
+    return [
+        (count, {**component, EVICTION_REASON: reason, RETENTION_CLASS: cls})
+        for cls, by_reason in counts.items()
+        for reason, count in by_reason.items()
+    ]
 
 
 def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> None:
@@ -277,11 +311,50 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
         unit="{trace}",
         description="Most traces the trace store holds before evicting the oldest.",
     )
+    meter.create_observable_up_down_counter(
+        TRACE_STORE_CAPACITY_SPANS,
+        callbacks=[_callback(owners, _count("max_spans"))],
+        unit="{span}",
+        description="Most spans the trace store holds before evicting the oldest traces.",
+    )
+    meter.create_observable_up_down_counter(
+        TRACE_STORE_CAPACITY_BYTES,
+        callbacks=[_callback(owners, _count("max_bytes"))],
+        unit="By",
+        description="Most bytes (estimated) the trace store holds before evicting traces.",
+    )
+    meter.create_observable_up_down_counter(
+        TRACE_STORE_BYTES,
+        callbacks=[_callback(owners, _count("bytes"))],
+        unit="By",
+        description="Bytes held by the trace store, as estimated when each span is encoded.",
+    )
     meter.create_observable_counter(
         TRACE_STORE_EVICTIONS,
-        callbacks=[_callback(owners, _counts_by("evictions_by_reason", EVICTION_REASON))],
+        callbacks=[_callback(owners, _read_evictions_by_class)],
         unit="{trace}",
-        description="Whole traces evicted, by reason: max_traces, max_spans or ttl.",
+        description=(
+            "Whole traces evicted, by reason (max_traces, max_spans, max_bytes or ttl) and "
+            "retention class (normal, error, slow or security)."
+        ),
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_ATTRIBUTES_TRUNCATED,
+        callbacks=[_callback(owners, _count("truncated_attributes"))],
+        unit="{attribute}",
+        description="Attribute values shortened to max_attribute_length before being held.",
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_EXPORTED,
+        callbacks=[_callback(owners, _counts_by("exported_by_reason", EXPORT_REASON))],
+        unit="{trace}",
+        description="Traces handed to the tail export, by reason: error, slow, security or ratio.",
+    )
+    meter.create_observable_counter(
+        TRACE_STORE_NOT_EXPORTED,
+        callbacks=[_callback(owners, _count("not_exported"))],
+        unit="{trace}",
+        description="Traces the tail export decided not to export.",
     )
     meter.create_observable_counter(
         TRACE_STORE_SPANS_DROPPED,
@@ -309,6 +382,7 @@ class TraceEvictionReason:
     MAX_TRACES = "max_traces"
     MAX_SPANS = "max_spans"
     TTL = "ttl"
+    MAX_BYTES = "max_bytes"
 
 
 class DropReason:
@@ -317,6 +391,7 @@ class DropReason:
     MAX_SPANS_PER_TRACE = "max_spans_per_trace"
     MAX_SPANS = "max_spans"
     ERROR = "error"
+    MAX_BYTES = "max_bytes"
 
 
 class ApprovalEvictionReason:

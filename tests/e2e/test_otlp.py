@@ -141,16 +141,21 @@ def test_eviction_counter_arrives_with_each_stores_count_and_reason(pipeline: Pi
     points = pipeline.receiver.wait_for_metric(names.TRACE_STORE_EVICTIONS)
 
     # 5 traces into 3 slots: the 2 oldest go. 10 spans into 4: 3 whole traces go.
-    assert by_component(points, by_traces, names.EVICTION_REASON) == {
+    # Every reason is reported per retention class; these traces are all normal.
+    normal = [p for p in points if p.attributes[names.RETENTION_CLASS] == "normal"]
+    assert by_component(normal, by_traces, names.EVICTION_REASON) == {
         "max_traces": 2,
         "max_spans": 0,
         "ttl": 0,
+        "max_bytes": 0,
     }
-    assert by_component(points, by_spans, names.EVICTION_REASON) == {
+    assert by_component(normal, by_spans, names.EVICTION_REASON) == {
         "max_traces": 0,
         "max_spans": 3,
         "ttl": 0,
+        "max_bytes": 0,
     }
+    assert {p.value for p in points if p.attributes[names.RETENTION_CLASS] != "normal"} == {0}
     point = points[0]
     assert (point.kind, point.monotonic, point.unit) == ("sum", True, "{trace}")
     assert point.temporality == metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE

@@ -38,6 +38,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from otel_bounded import ApprovalError, ApprovalLedger, ApprovalScope, TraceStore, telemetry
 from otel_bounded.errors import TokenExpired, TokenInvalid, TokenRevoked, TokenScopeError
 from otel_bounded.tokens import CapabilityToken, HMACTokenProvider
+from otel_bounded.traces import RetentionClass
 from tests.servers import LOOPBACK, RunningServer, ServerSpec, launch
 from tests.support import FakeClock
 
@@ -54,6 +55,14 @@ SERIES = {
     telemetry.TRACE_STORE_SPANS_DROPPED: "otel_bounded_trace_store_spans_dropped_total",
     telemetry.TRACE_STORE_COMPACTIONS: "otel_bounded_trace_store_compactions_total",
     telemetry.TRACE_STORE_SPANS_COMPACTED: "otel_bounded_trace_store_spans_compacted_total",
+    telemetry.TRACE_STORE_BYTES: "otel_bounded_trace_store_bytes",
+    telemetry.TRACE_STORE_CAPACITY_SPANS: "otel_bounded_trace_store_capacity_spans",
+    telemetry.TRACE_STORE_CAPACITY_BYTES: "otel_bounded_trace_store_capacity_bytes",
+    telemetry.TRACE_STORE_ATTRIBUTES_TRUNCATED: (
+        "otel_bounded_trace_store_attributes_truncated_total"
+    ),
+    telemetry.TRACE_STORE_EXPORTED: "otel_bounded_trace_store_exported_total",
+    telemetry.TRACE_STORE_NOT_EXPORTED: "otel_bounded_trace_store_not_exported_total",
     telemetry.TOKEN_REVOCATIONS: "otel_bounded_token_revocations",
     telemetry.TOKEN_REVOCATIONS_SWEPT: "otel_bounded_token_revocations_swept_total",
     telemetry.TOKEN_VERIFICATIONS: "otel_bounded_token_verifications_total",
@@ -72,6 +81,7 @@ COMPONENT_TYPE_LABEL = "otel_component_type"
 COMPONENT_NAME_LABEL = "otel_component_name"
 EVICTION_REASON_LABEL = "otel_bounded_eviction_reason"
 DROP_REASON_LABEL = "otel_bounded_drop_reason"
+RETENTION_CLASS_LABEL = "otel_bounded_retention_class"
 OUTCOME_LABEL = "otel_bounded_outcome"
 REASON_CODE_LABEL = "otel_bounded_approval_reason_code"
 STATUS_LABEL = "otel_bounded_approval_status"
@@ -344,8 +354,11 @@ class PrometheusRun:
 
 
 def evictions_seen(prometheus: Prometheus) -> Callable[[], dict[str, float]]:
+    # Each reason is reported per retention class: summed here.
     return lambda: prometheus.values(
-        f'{SERIES[telemetry.TRACE_STORE_EVICTIONS]}{{job="{JOB}"}}', by=EVICTION_REASON_LABEL
+        f"sum by ({EVICTION_REASON_LABEL}) "
+        f'({SERIES[telemetry.TRACE_STORE_EVICTIONS]}{{job="{JOB}"}})',
+        by=EVICTION_REASON_LABEL,
     )
 
 
@@ -374,6 +387,7 @@ def _start_run(stack: contextlib.ExitStack, workdir: Path) -> PrometheusRun:
         "max_traces": float(SINGLE_SPAN_TRACES + OVERSIZED_TRACES - MAX_TRACES),
         "ttl": float(IDLE_TRACES),
         "max_spans": 0.0,
+        "max_bytes": 0.0,
     }
 
     spec = prometheus_spec(f"{LOOPBACK}:{http_server.server_port}")
@@ -434,7 +448,11 @@ def test_trace_store_evictions_reach_prometheus_by_reason(prometheus_run: Promet
         of_component(SERIES[telemetry.TRACE_STORE_EVICTIONS], store.component)
     )
 
-    by_reason = {s["metric"][EVICTION_REASON_LABEL]: float(s["value"][1]) for s in series}
+    by_reason: dict[str, float] = {}
+    for one in series:
+        reason = one["metric"][EVICTION_REASON_LABEL]
+        by_reason[reason] = by_reason.get(reason, 0.0) + float(one["value"][1])
+    assert {one["metric"][RETENTION_CLASS_LABEL] for one in series} == set(RetentionClass.ALL)
     assert by_reason == {
         "max_traces": SINGLE_SPAN_TRACES
         + OVERSIZED_TRACES
@@ -442,6 +460,7 @@ def test_trace_store_evictions_reach_prometheus_by_reason(prometheus_run: Promet
         - MAX_TRACES,
         "ttl": IDLE_TRACES,
         "max_spans": 0,
+        "max_bytes": 0,
     }
     for one in series:
         labels = one["metric"]
@@ -457,7 +476,7 @@ def test_evictions_after_the_first_scrape_reach_the_next_scrapes(
     history = prometheus_run.prometheus.api(
         "query",
         query=f'{SERIES[telemetry.TRACE_STORE_EVICTIONS]}{{job="{JOB}", '
-        f'{EVICTION_REASON_LABEL}="max_traces"}}[5m]',
+        f'{EVICTION_REASON_LABEL}="max_traces", {RETENTION_CLASS_LABEL}="normal"}}[5m]',
     )["result"]
 
     assert len(history) == 1
@@ -486,7 +505,12 @@ def test_trace_store_holdings_drops_and_compactions_reach_prometheus(
         of_component(SERIES[telemetry.TRACE_STORE_SPANS_DROPPED], store.component),
         by=DROP_REASON_LABEL,
     )
-    assert dropped == {"max_spans_per_trace": OVERSIZED_TRACES, "max_spans": 0, "error": 0}
+    assert dropped == {
+        "max_spans_per_trace": OVERSIZED_TRACES,
+        "max_spans": 0,
+        "error": 0,
+        "max_bytes": 0,
+    }
 
 
 def test_token_revocations_sweeps_and_verification_outcomes_reach_prometheus(

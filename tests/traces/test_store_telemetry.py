@@ -48,14 +48,17 @@ def collect(reader: InMemoryMetricReader) -> dict[str, Metric]:
 
 
 def points(metric: Metric, component: str) -> dict[str, int]:
-    """Values by the metric's reason attribute (or "" when it has none), for one store."""
+    """Values by the metric's reason attribute (or "" when it has none), for one store.
+
+    Evictions are reported per reason and retention class: summed over classes here.
+    """
     found = {}
     for point in metric.data.data_points:
         attributes = dict(point.attributes or {})
         if attributes.get(COMPONENT_NAME) != component:
             continue
         reason = attributes.get(EVICTION_REASON, attributes.get(DROP_REASON, ""))
-        found[str(reason)] = int(point.value)
+        found[str(reason)] = found.get(str(reason), 0) + int(point.value)
     return found
 
 
@@ -89,11 +92,13 @@ def test_metrics_report_held_capacity_evictions_and_drops(reader: InMemoryMetric
         "max_traces": 2,
         "max_spans": 0,
         "ttl": 3,
+        "max_bytes": 0,
     }
     assert points(metrics[TRACE_STORE_SPANS_DROPPED], name) == {
         "max_spans_per_trace": 10,
         "max_spans": 0,
         "error": 0,
+        "max_bytes": 0,
     }
     assert metrics[TRACE_STORE_TRACES].unit == "{trace}"
     assert metrics[TRACE_STORE_SPANS].unit == "{span}"

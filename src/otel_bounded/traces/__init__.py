@@ -6,12 +6,17 @@ from otel_bounded.traces.compaction import (
     compact_spans,
     operation_totals,
 )
+from otel_bounded.traces.export import ExportPolicy, ExportReason
+from otel_bounded.traces.retention import RetentionClass
 from otel_bounded.traces.store import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
 
 __all__ = [
     "CompactionPolicy",
     "CompactionResult",
     "DropReason",
+    "ExportPolicy",
+    "ExportReason",
+    "RetentionClass",
     "TraceEvictionReason",
     "TraceStore",
     "TraceStoreStats",

@@ -8,7 +8,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -17,10 +17,12 @@ from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
 
 from otel_bounded import config, telemetry
 from otel_bounded.core import (
     ENTRY_FULL,
+    NO_ROOM,
     BoundedStore,
     Clock,
     EvictionReason,
@@ -30,9 +32,18 @@ from otel_bounded.core import (
 from otel_bounded.errors import TraceNotFound
 from otel_bounded.telemetry import DropReason, TraceEvictionReason
 from otel_bounded.traces.compaction import CompactionPolicy, compact_records
+from otel_bounded.traces.export import ExportPolicy, ExportReason, TailExport, downstream_from_env
 from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Record, SpanEncoder, decode
+from otel_bounded.traces.retention import (
+    LOCAL_ROOT,
+    NO_BYTES,
+    Admission,
+    Retention,
+    RetentionClass,
+)
+from otel_bounded.traces.sampler import ratio_sampler_note
 
-__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
+__all__ = ["DropReason", "RetentionClass", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
 
 _COMPONENT_TYPE = "otel_bounded_trace_store"
 _EXPORT_BATCH = 512
@@ -45,11 +56,23 @@ _REASONS = {
     EvictionReason.WEIGHT: TraceEvictionReason.MAX_SPANS,
     EvictionReason.EXPIRED: TraceEvictionReason.TTL,
 }
+_EVICTION_REASONS = (
+    TraceEvictionReason.MAX_TRACES,
+    TraceEvictionReason.MAX_SPANS,
+    TraceEvictionReason.TTL,
+    TraceEvictionReason.MAX_BYTES,
+)
+_DROPS = {
+    ENTRY_FULL: DropReason.MAX_SPANS_PER_TRACE,
+    NO_ROOM: DropReason.MAX_SPANS,
+    NO_BYTES: DropReason.MAX_BYTES,
+}
 # The variable (and argument) that raises the bound behind each reason.
 _REMEDY = {
     TraceEvictionReason.MAX_TRACES: (config.TRACE_MAX_TRACES, "max_traces"),
     TraceEvictionReason.MAX_SPANS: (config.TRACE_MAX_SPANS, "max_spans"),
     TraceEvictionReason.TTL: (config.TRACE_TTL_SECONDS, "ttl_seconds"),
+    TraceEvictionReason.MAX_BYTES: (config.TRACE_MAX_BYTES, "max_bytes"),
     DropReason.MAX_SPANS_PER_TRACE: (config.TRACE_MAX_SPANS_PER_TRACE, "max_spans_per_trace"),
     DropReason.MAX_SPANS: (config.TRACE_MAX_SPANS, "max_spans"),
 }
@@ -72,6 +95,15 @@ class TraceStoreStats:
     received_spans: int = 0
     compactions: int = 0
     spans_compacted: int = 0
+    bytes: int = 0
+    """Bytes held, as estimated when each span was encoded."""
+    max_bytes: int = 0
+    evictions_by_class: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Traces evicted, by retention class, then by reason."""
+    traces_by_class: Mapping[str, int] = field(default_factory=dict)
+    truncated_attributes: int = 0
+    exported_by_reason: Mapping[str, int] = field(default_factory=dict)
+    not_exported: int = 0
 
 
 class TraceStore(SpanProcessor):
@@ -93,10 +125,37 @@ class TraceStore(SpanProcessor):
         clock: Clock = time.time,
         meter_provider: MeterProvider | None = None,
         compaction: CompactionPolicy | None = None,
+        max_bytes: int = config.TRACE_MAX_BYTES.default,
+        max_attribute_length: int | None = config.TRACE_MAX_ATTRIBUTE_LENGTH.default,
+        protected_fraction: float = config.TRACE_PROTECTED_FRACTION.default,
+        slow_threshold_ms: float = config.TRACE_SLOW_THRESHOLD_MS.default,
+        export: SpanProcessor | SpanExporter | None = None,
+        export_when: ExportPolicy | None = None,
     ) -> None:
         _check_cap("max_traces", max_traces)
         _check_cap("max_spans", max_spans)
         _check_cap("max_spans_per_trace", max_spans_per_trace)
+        _check_cap("max_bytes", max_bytes)
+        if max_attribute_length is not None:
+            _check_cap("max_attribute_length", max_attribute_length)
+        if (
+            isinstance(protected_fraction, bool)
+            or not isinstance(protected_fraction, int | float)
+            or not 0 <= protected_fraction < 1
+        ):
+            raise ValueError(
+                f"protected_fraction must be a number from 0 to below 1, got {protected_fraction!r}"
+            )
+        if (
+            isinstance(slow_threshold_ms, bool)
+            or not isinstance(slow_threshold_ms, int | float)
+            or not 0 < slow_threshold_ms < float("inf")
+        ):
+            raise ValueError(
+                f"slow_threshold_ms must be a positive number, got {slow_threshold_ms!r}"
+            )
+        if export_when is not None and export is None:
+            raise ValueError("export_when needs export (a SpanProcessor or a SpanExporter)")
         if ttl_seconds is not None and (
             isinstance(ttl_seconds, bool)
             or not isinstance(ttl_seconds, int | float)
@@ -112,6 +171,7 @@ class TraceStore(SpanProcessor):
             "max_spans": max_spans,
             "max_spans_per_trace": max_spans_per_trace,
             "ttl_seconds": ttl_seconds,
+            "max_bytes": max_bytes,
         }
         self._max_spans_per_trace = max_spans_per_trace
         self._traces: BoundedStore[int, list[Record]] = BoundedStore(
@@ -124,12 +184,30 @@ class TraceStore(SpanProcessor):
         )
         self._encoder = SpanEncoder()
         self._encode = self._encoder.encode
+        self._max_bytes = max_bytes
+        self._admission = Admission(max_attribute_length, slow_threshold_ms)
+        self._admit = self._admission.admit
+        self._retention = Retention(
+            self._traces,
+            max_traces=max_traces,
+            max_spans=max_spans,
+            max_bytes=max_bytes,
+            protected_fraction=protected_fraction,
+            reasons=_EVICTION_REASONS,
+        )
+        self._retention.on_evict = self._on_retention_evict
+        self._tail = (
+            None
+            if export is None
+            else TailExport(export, export_when or ExportPolicy(), max_decisions=max_traces)
+        )
         self._lock = threading.Lock()
         self._received = 0
         self._drops = {
             DropReason.MAX_SPANS_PER_TRACE: 0,
             DropReason.MAX_SPANS: 0,
             DropReason.ERROR: 0,
+            DropReason.MAX_BYTES: 0,
         }
         self._shutdown = False
         # First evictions and drops noted under the lock, logged after it is released.
@@ -141,6 +219,8 @@ class TraceStore(SpanProcessor):
             if compaction is None
             else _Compactor(compaction, self._traces, remembered_budget=max_spans)
         )
+        if self._compactor is not None:
+            self._compactor.on_compacted = self._on_compacted
         self.component = telemetry.component_attributes(_COMPONENT_TYPE)
         reinit_after_fork(self._at_fork_reinit)
         telemetry.register_trace_store_instruments(meter_provider, self, self.component)
@@ -154,12 +234,31 @@ class TraceStore(SpanProcessor):
                 "max_spans": config.TRACE_MAX_SPANS,
                 "max_spans_per_trace": config.TRACE_MAX_SPANS_PER_TRACE,
                 "ttl_seconds": config.TRACE_TTL_SECONDS,
+                "max_bytes": config.TRACE_MAX_BYTES,
+                "max_attribute_length": config.TRACE_MAX_ATTRIBUTE_LENGTH,
+                "protected_fraction": config.TRACE_PROTECTED_FRACTION,
+                "slow_threshold_ms": config.TRACE_SLOW_THRESHOLD_MS,
             },
             overrides,
         )
         if "compaction" not in overrides:
             arguments["compaction"] = CompactionPolicy.from_env()
-        return cls(**arguments)
+        if "export" not in overrides:
+            arguments["export"] = downstream_from_env()
+        if arguments["export"] is not None and "export_when" not in overrides:
+            arguments["export_when"] = ExportPolicy.from_env()
+        store = cls(**arguments)
+        if store._tail is not None:
+            note = ratio_sampler_note()
+            if note is not None:
+                telemetry.logger.info(
+                    "TraceStore %s exports traces (tail export) but %s; the store sees only "
+                    "the spans it keeps. Set OTEL_TRACES_SAMPLER=parentbased_always_on so the "
+                    "store decides from every trace.",
+                    store.component[telemetry.COMPONENT_NAME],
+                    note,
+                )
+        return store
 
     # -- SpanProcessor ---------------------------------------------------
 
@@ -169,67 +268,143 @@ class TraceStore(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._shutdown:
             return
+        handed: tuple[int, tuple[Record, ...], ReadableSpan | None] | None = None
         try:
             with self._lock:
                 self._received += 1
                 trace_id, record = self._encode(span)
+                record, size, flags = self._admit(record)
                 if self._compactor is not None:
-                    self._record_compacting(trace_id, record, self._compactor)
-                    return
-                traces = self._traces
-                records = traces.grow(trace_id)
-                if records is None:
-                    # New, evicted or expired: the trace starts afresh.
-                    traces.put(trace_id, [record], weight=1)
-                elif records.__class__ is Refusal:
-                    self._drop(
-                        DropReason.MAX_SPANS_PER_TRACE
-                        if records is ENTRY_FULL
-                        else DropReason.MAX_SPANS
-                    )
+                    held = self._record_compacting(trace_id, record, size, flags, self._compactor)
                 else:
-                    records.append(record)  # type: ignore[union-attr]
+                    held = self._record(trace_id, record, size, flags)
+                if self._tail is not None:
+                    handed = self._decide(trace_id, flags, span, held)
         except Exception as error:  # never raise into the application
             self._count_error(error)
         finally:
             if self._pending_warnings:
                 self._flush_warnings()
+        if handed is not None:
+            self._hand_off(*handed)
 
-    def _record_compacting(self, trace_id: int, record: Record, compactor: _Compactor) -> None:
-        """`on_end` with compaction: compact before anything is evicted or dropped."""
+    def _record(self, trace_id: int, record: Record, size: int, flags: int) -> bool:
+        """Hold `record`, making room by class-aware eviction; False when it is dropped."""
+        traces = self._traces
+        records = traces.get(trace_id)
+        new = records is None
+        if not new and traces.weight_of(trace_id) >= self._max_spans_per_trace:
+            self._drop(DropReason.MAX_SPANS_PER_TRACE)
+            return False
+        refusal = self._retention.make_room(trace_id, size, new=new)
+        if refusal is not None:
+            self._drop(_DROPS[refusal])
+            return False
+        if not new:
+            grown = traces.grow(trace_id)  # room was made: this evicts nothing
+            if isinstance(grown, Refusal):
+                self._drop(_DROPS[grown])
+                return False
+            records = grown
+            new = records is None  # expired while room was made
+        if new:
+            traces.put(trace_id, [record], weight=1)
+        else:
+            records.append(record)  # type: ignore[union-attr]
+        self._retention.added(trace_id, size, flags, new=new)
+        return True
+
+    def _record_compacting(
+        self, trace_id: int, record: Record, size: int, flags: int, compactor: _Compactor
+    ) -> bool:
+        """`_record` with compaction: compact before anything is evicted or dropped."""
         traces = self._traces
         if traces.weight >= self._max_spans:
             compactor.relieve(self._max_spans - 1)
-        records = traces.grow(trace_id)
-        if records.__class__ is Refusal:
+        records = traces.get(trace_id)
+        new = records is None
+        if not new and (
+            traces.weight_of(trace_id) >= self._max_spans_per_trace
+            or traces.weight_of(trace_id) >= self._max_spans
+        ):
             # Compact the trace itself before dropping a span of it: caps count
             # held spans. Only if it grew since its last pass, or nothing changes.
-            held = traces.get(trace_id)
-            if held is not None and compactor.compact_if_grown(trace_id, held):
-                records = traces.grow(trace_id)
+            compactor.compact_if_grown(trace_id, records)  # type: ignore[arg-type]
+            if traces.weight_of(trace_id) >= self._max_spans_per_trace:
+                self._drop(DropReason.MAX_SPANS_PER_TRACE)
+                return False
         # After any pass above: the span's parent may just have been merged away.
         record = compactor.adopt(trace_id, record)
-        if records is None:
-            # New, evicted or expired: the trace starts afresh.
+        refusal = self._retention.make_room(trace_id, size, new=new)
+        if refusal is not None:
+            self._drop(_DROPS[refusal])
+            return False
+        if not new:
+            grown = traces.grow(trace_id)  # room was made: this evicts nothing
+            if isinstance(grown, Refusal):
+                self._drop(_DROPS[grown])
+                return False
+            records = grown
+            new = records is None  # expired while room was made
+        if new:
             records = [record]
             traces.put(trace_id, records, weight=1)
-        elif records.__class__ is Refusal:
-            self._drop(
-                DropReason.MAX_SPANS_PER_TRACE if records is ENTRY_FULL else DropReason.MAX_SPANS
-            )
-            return
         else:
             records.append(record)  # type: ignore[union-attr]
+        self._retention.added(trace_id, size, flags, new=new)
         try:
             compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
         except Exception as error:  # the span is held: a failed pass drops nothing
             self._note_error(error)
+        return True
+
+    def _decide(
+        self, trace_id: int, flags: int, span: ReadableSpan, held: bool
+    ) -> tuple[int, tuple[Record, ...], ReadableSpan | None] | None:
+        """Under the lock: what the tail export hands over for this span, if anything.
+
+        A span of a decided trace follows its decision; a local root decides
+        its trace from everything held for it.
+        """
+        tail = self._tail
+        assert tail is not None
+        decided = tail.decided(trace_id)
+        if decided is not None:
+            return (trace_id, (), span) if decided else None
+        if not flags & LOCAL_ROOT:
+            return None
+        if not tail.decide(trace_id, self._retention.flags_of(trace_id) | flags):
+            return None
+        trace = self._traces.get(trace_id)
+        records = tuple(trace) if trace is not None else ()
+        return trace_id, records, None if held else span
+
+    def _hand_off(
+        self, trace_id: int, records: tuple[Record, ...], span: ReadableSpan | None
+    ) -> None:
+        """Outside the lock: decode a decided trace and give it to the downstream processor."""
+        tail = self._tail
+        assert tail is not None
+        encoder = self._encoder
+        spans = [decode(trace_id, record, encoder) for record in records]
+        if span is not None:
+            spans.append(span)
+        try:
+            tail.hand_off(spans)
+        except Exception as error:  # the spans are held; only the export failed
+            with self._lock:
+                self._note_error(error)
+            self._flush_warnings()
 
     def shutdown(self) -> None:
-        """Stop recording; what is held stays readable."""
+        """Stop recording; what is held stays readable. The tail export is flushed and shut."""
         self._shutdown = True
+        if self._tail is not None:
+            self._tail.downstream.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        if self._tail is not None:
+            return self._tail.downstream.force_flush(timeout_millis)
         return True
 
     # -- reads -----------------------------------------------------------
@@ -267,7 +442,7 @@ class TraceStore(SpanProcessor):
         with self._lock:
             trace = self._traces.get(key)
             records = tuple(trace) if trace is not None else ()
-            evicted = sum(self._traces.evictions.values())
+            evicted = sum(self._retention.evictions.values())
         self._flush_warnings()
         if trace is None:
             raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
@@ -289,13 +464,21 @@ class TraceStore(SpanProcessor):
         with self._lock:
             traces = self._traces
             traces.expire()
-            evictions = {_REASONS[reason]: count for reason, count in traces.evictions.items()}
+            retention = self._retention
+            by_class: dict[str, dict[str, int]] = {
+                cls: dict.fromkeys(_EVICTION_REASONS, 0) for cls in RetentionClass.ALL
+            }
+            evictions = dict.fromkeys(_EVICTION_REASONS, 0)
+            for (reason, cls), count in retention.evictions.items():
+                by_class[cls][reason] = count
+                evictions[reason] += count
             dropped = sum(self._drops.values())
+            tail = self._tail
             return TraceStoreStats(
                 traces=len(traces),
                 spans=traces.weight,
                 evicted_traces=sum(evictions.values()),
-                evicted_spans=traces.evicted_weight,
+                evicted_spans=traces.evicted_weight + retention.evicted_spans,
                 dropped_spans=dropped,
                 max_traces=traces.max_entries or 0,
                 max_spans=traces.max_weight or 0,
@@ -305,6 +488,15 @@ class TraceStore(SpanProcessor):
                 received_spans=self._received,
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
+                bytes=retention.total_bytes,
+                max_bytes=self._max_bytes,
+                evictions_by_class=MappingProxyType(by_class),
+                traces_by_class=MappingProxyType(retention.held_by_class()),
+                truncated_attributes=self._admission.truncated,
+                exported_by_reason=MappingProxyType(
+                    dict(tail.exported) if tail is not None else dict.fromkeys(ExportReason.ALL, 0)
+                ),
+                not_exported=0 if tail is None else tail.not_exported,
             )
 
     def clear(self) -> None:
@@ -316,6 +508,7 @@ class TraceStore(SpanProcessor):
         with self._lock:
             self._received -= self._traces.weight
             self._traces.clear()
+            self._retention.clear()
             if self._compactor is not None:
                 self._compactor.clear()
 
@@ -342,6 +535,57 @@ class TraceStore(SpanProcessor):
             exported += _export(exporter, batch)
         return exported
 
+    def dump(
+        self,
+        exporter: SpanExporter,
+        *,
+        since: float | None = None,
+        status: StatusCode | None = None,
+    ) -> int:
+        """Export held traces now, the flight recorder's snapshot; returns spans accepted.
+
+        `since` (Unix seconds) keeps traces with a span that ended then or
+        later; `status` keeps traces with a span of that status. Spans go to
+        `exporter` in batches of whole traces, from this thread.
+        """
+        if since is not None and (
+            isinstance(since, bool) or not isinstance(since, int | float) or since != since
+        ):
+            raise ValueError(f"since must be Unix seconds or None, got {since!r}")
+        if status is not None and not isinstance(status, StatusCode):
+            raise ValueError(f"status must be a StatusCode or None, got {status!r}")
+        since_ns = None if since is None else int(since * 1e9)
+        status_bits = None if status is None else list(StatusCode).index(status) << 3
+        chosen: list[tuple[int, tuple[Record, ...]]] = []
+        with self._lock:
+            traces = self._traces
+            traces.expire()
+            for trace_id in traces:
+                records = traces.get(trace_id)
+                if records is None:
+                    continue
+                if since_ns is not None and not any(
+                    (record[3] or 0) >= since_ns for record in records
+                ):
+                    continue
+                if status_bits is not None and not any(
+                    record[4] & 0b11000 == status_bits for record in records
+                ):
+                    continue
+                chosen.append((trace_id, tuple(records)))
+        self._flush_warnings()
+        encoder = self._encoder
+        exported = 0
+        batch: list[ReadableSpan] = []
+        for trace_id, snapshot in chosen:
+            batch.extend(decode(trace_id, record, encoder) for record in snapshot)
+            if len(batch) >= _EXPORT_BATCH:
+                exported += _export(exporter, batch)
+                batch = []
+        if batch:
+            exported += _export(exporter, batch)
+        return exported
+
     # -- internals -------------------------------------------------------
 
     def _drop(self, reason: str) -> None:
@@ -361,15 +605,25 @@ class TraceStore(SpanProcessor):
             self._first_error = error
             self._pending_warnings.append(("error", DropReason.ERROR))
 
-    def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
+    def _on_evict(self, trace_id: int, records: list[Record], reason: str) -> None:
+        """The core evicted a trace (it expired): the retention layer counts it by class."""
+        retention = self._retention
+        cls = retention.forget(trace_id, len(records))
+        retention.evictions[_REASONS[reason], cls] += 1
+        self._on_retention_evict(trace_id, records, _REASONS[reason])
+
+    def _on_retention_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
         if self._compactor is not None:
             self._compactor.forget(trace_id)
         if "evict" not in self._warned:
             self._warned.add("evict")
-            self._pending_warnings.append(("evict", _REASONS[reason]))
-            if self._compactor is None:
-                # Only the first eviction is logged; later ones are counted by the core alone.
-                self._traces.on_evict = None
+            self._pending_warnings.append(("evict", reason))
+
+    def _on_compacted(self, trace_id: int, records: list[Record], spans_before: int) -> None:
+        size_of = self._admission.size_of
+        self._retention.resized(
+            trace_id, sum(size_of(record) for record in records), spans_before, len(records)
+        )
 
     def _flush_warnings(self) -> None:
         """Log the first eviction and first drops noted under the lock, outside it."""
@@ -457,6 +711,7 @@ class _Compactor:
         "_remembered_budget",
         "_traces",
         "compactions",
+        "on_compacted",
         "spans_compacted",
     )
 
@@ -483,6 +738,8 @@ class _Compactor:
         self._remembered_budget = remembered_budget
         self.compactions = 0
         self.spans_compacted = 0
+        # Told of every trace a pass rewrote, with its span count before: bytes follow.
+        self.on_compacted: Callable[[int, list[Record], int], None] | None = None
 
     def adopt(self, trace_id: int, record: Record) -> Record:
         """`record`, re-parented to a composite if its parent was merged away."""
@@ -542,6 +799,8 @@ class _Compactor:
         if not result.merged_away:
             return False
         records[:] = result.records
+        if self.on_compacted is not None:
+            self.on_compacted(trace_id, records, self._traces.weight_of(trace_id))
         self._traces.set_weight(trace_id, held)
         self.compactions += 1
         self.spans_compacted += result.merged_away
