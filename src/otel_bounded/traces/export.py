@@ -37,9 +37,10 @@ class ExportReason:
     ALL = (ERROR, SLOW, SECURITY, RATIO)
 
 
+# The first that applies names the reason, in the order of the retention classes.
 _FLAG_REASONS = (
-    (ERROR, ExportReason.ERROR),
     (SECURITY, ExportReason.SECURITY),
+    (ERROR, ExportReason.ERROR),
     (SLOW, ExportReason.SLOW),
 )
 

@@ -78,11 +78,11 @@ NO_BYTES = Refusal("max_bytes")
 
 
 def class_of(flags: int) -> str:
-    """The class a trace's flags put it in: error, then security, then slow."""
-    if flags & ERROR:
-        return RetentionClass.ERROR
+    """The class a trace's flags put it in: security (refusals carry ERROR too), error, slow."""
     if flags & SECURITY:
         return RetentionClass.SECURITY
+    if flags & ERROR:
+        return RetentionClass.ERROR
     if flags & SLOW:
         return RetentionClass.SLOW
     return RetentionClass.NORMAL
@@ -397,6 +397,8 @@ class Retention:
     def make_room(self, trace_id: int, size: int, *, new: bool) -> Refusal | None:
         """Evict until a span of `size` bytes fits for `trace_id`; a `Refusal` if it never can."""
         traces = self._traces
+        if new:
+            size += TRACE_OVERHEAD
         if (
             (not new or len(traces) < self._max_traces)
             and traces.weight < self._max_spans
