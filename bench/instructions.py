@@ -28,12 +28,37 @@ EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
 def workload(variant: str, traces: int) -> None:
     """Run in the child: the workload through a provider with `variant`'s processor."""
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
+    import _baseline_store
     from otel_bounded import TraceStore
+    from otel_bounded.traces import ExportPolicy
+
+    class NoOpExporter:
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            return True
 
     provider = TracerProvider()
     if variant == "store":
         provider.add_span_processor(TraceStore(max_traces=200))
+    elif variant == "store-before":
+        provider.add_span_processor(_baseline_store.TraceStore(max_traces=200))
+    elif variant == "store-export":
+        provider.add_span_processor(
+            TraceStore(
+                max_traces=200,
+                export=BatchSpanProcessor(NoOpExporter()),  # type: ignore[arg-type]
+                export_when=ExportPolicy(error=True, slow=False, security=False, ratio=0.01),
+            )
+        )
+    elif variant == "batch":
+        provider.add_span_processor(BatchSpanProcessor(NoOpExporter()))  # type: ignore[arg-type]
     tracer = provider.get_tracer("bench.instructions")
 
     def run(count: int) -> None:
@@ -98,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         ratio = store[event] / none[event] if none[event] else float("nan")
         print(f"{event:<8}{none[event]:>16,.0f}{store[event]:>16,.0f}{ratio:>9.3f}x")
     print("Ir: instructions; I1mr, D1mr, D1mw: L1 instruction, data-read, data-write misses")
+    print()
+    before, export, batch = per_span("store-before"), per_span("store-export"), per_span("batch")
+    print("instructions per span (Ir), including the SDK's own work and any worker thread")
+    for label, figure, peer, peer_label, goal in (
+        ("TraceStore", store, before, "TraceStore before retention", 1.05),
+        ("tail export (errors + 1%)", export, batch, "BatchSpanProcessor(no-op)", 1.0),
+    ):
+        ratio = figure["Ir"] / peer["Ir"]
+        verdict = "PASS" if ratio <= goal else "NOT MET"
+        print(
+            f"  {label}: {figure['Ir']:,.0f} vs {peer_label}: {peer['Ir']:,.0f} "
+            f"= {ratio:.3f}x (goal <= {goal:.2f}x: {verdict})"
+        )
     return 0
 
 

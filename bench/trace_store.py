@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import platform
+import random
 import sys
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+import _baseline_store
 from _harness import (
     Goal,
     Timings,
@@ -48,18 +50,31 @@ from _harness import (
     gc_paused,
     run_interleaved,
 )
-from otel_bounded import TraceStore, TraceStoreStats
+from otel_bounded import TraceStore, TraceStoreStats, demo
+from otel_bounded.traces import ExportPolicy
 
 SPANS_PER_TRACE = 10
 
 NO_PROCESSOR = "no processor"
 STORE_DEFAULTS = "TraceStore() defaults, full"
 STORE_SMALL = "TraceStore(max_traces=1_000), full"
+STORE_BEFORE = "TraceStore before retention (git 1284a95), full"
+STORE_TAIL_EXPORT = "TraceStore, tail export of errors + 1% to BatchSpanProcessor(no-op)"
 SIMPLE_IN_MEMORY = "SimpleSpanProcessor(InMemorySpanExporter())"
 BATCH_NO_OP = "BatchSpanProcessor(no-op exporter)"
 ON_END_LARGE = "TraceStore.on_end, large store"
 ON_END_SMALL = "TraceStore.on_end, small store"
-SPAN_VARIANTS = (NO_PROCESSOR, STORE_DEFAULTS, STORE_SMALL, SIMPLE_IN_MEMORY, BATCH_NO_OP)
+SPAN_VARIANTS = (
+    NO_PROCESSOR,
+    STORE_DEFAULTS,
+    STORE_SMALL,
+    STORE_BEFORE,
+    STORE_TAIL_EXPORT,
+    SIMPLE_IN_MEMORY,
+    BATCH_NO_OP,
+)
+TAIL_EXPORT_POLICY = ExportPolicy(error=True, slow=False, security=False, ratio=0.01)
+ADVERSARIAL_MAX_BYTES = 16_000_000
 
 # The steps of one agent invocation: a span name and the kind of work it stands for.
 _STEPS = (
@@ -116,6 +131,10 @@ class Results:
     store_bytes_per_span: float
     readable_span_bytes_per_span: float
     goals: list[Goal]
+    adversarial_retained_bytes: int = 0
+    demo_estimate_bytes: int = 0
+    demo_measured_bytes: int = 0
+    exported_spans: int = 0
 
 
 def run_agent_traces(tracer: Tracer, traces: int) -> None:
@@ -230,13 +249,33 @@ def run_benchmark(sizes: Sizes, progress: Callable[[str], object] | None = None)
     timings, store_stats = time_variants(sizes, say)
     say(f"measuring retained memory of {sizes.memory_spans:,} spans ...")
     store_bytes, readable_bytes = retained_bytes_per_span(sizes.memory_spans)
+    say("measuring retained memory under adversarial 1 MB attributes ...")
+    adversarial = adversarial_retained_bytes(ADVERSARIAL_MAX_BYTES)
+    say("comparing the byte estimate with tracemalloc on the demo workload ...")
+    estimate, measured = demo_estimate_and_measured(sizes.memory_spans // 5)
+    goals = _goals(sizes, timings, store_bytes, readable_bytes)
+    goals += [
+        Goal(
+            "retained bytes, adversarial 1 MB attributes / max_bytes",
+            adversarial / ADVERSARIAL_MAX_BYTES,
+            1.1,
+        ),
+        Goal(
+            "byte estimate vs tracemalloc, demo workload: |estimate / measured - 1|",
+            abs(estimate / measured - 1),
+            0.1,
+        ),
+    ]
     return Results(
         sizes=sizes,
         timings=timings,
         store_stats=store_stats,
         store_bytes_per_span=store_bytes,
         readable_span_bytes_per_span=readable_bytes,
-        goals=_goals(sizes, timings, store_bytes, readable_bytes),
+        goals=goals,
+        adversarial_retained_bytes=adversarial,
+        demo_estimate_bytes=estimate,
+        demo_measured_bytes=measured,
     )
 
 
@@ -267,6 +306,7 @@ def time_variants(
         return tracer
 
     span_variant(NO_PROCESSOR, None)
+    tail_batch = BatchSpanProcessor(NoOpExporter())
     for name, store in (
         (STORE_DEFAULTS, TraceStore(meter_provider=meter_provider)),
         (
@@ -277,10 +317,17 @@ def time_variants(
                 meter_provider=meter_provider,
             ),
         ),
+        (STORE_BEFORE, _baseline_store.TraceStore(meter_provider=meter_provider)),
+        (
+            STORE_TAIL_EXPORT,
+            TraceStore(
+                meter_provider=meter_provider, export=tail_batch, export_when=TAIL_EXPORT_POLICY
+            ),
+        ),
     ):
-        stores[name] = store
+        stores[name] = store  # type: ignore[assignment]
         say(f"pre-filling {name} ...")
-        _fill(store, span_variant(name, store))
+        _fill(store, span_variant(name, store))  # type: ignore[arg-type]
     in_memory = InMemorySpanExporter()
     # Cleared after every loop so memory does not grow across rounds.
     span_variant(SIMPLE_IN_MEMORY, SimpleSpanProcessor(in_memory), after=in_memory.clear)
@@ -334,6 +381,58 @@ def retained_bytes_per_span(spans: int) -> tuple[float, float]:
     return store_bytes / held, readable_bytes / held
 
 
+def adversarial_retained_bytes(max_bytes: int) -> int:
+    """Bytes a store with `max_bytes` retains after 3x its budget of 1 MB attribute values."""
+    meter_provider = MeterProvider()
+    store = TraceStore(max_bytes=max_bytes, meter_provider=meter_provider)
+    provider = _provider(store)
+    tracer = provider.get_tracer("bench.adversarial")
+    run_agent_traces(tracer, 1)  # interned resource and scope: not what is measured
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(3 * max_bytes // 1_000_000):
+            with tracer.start_as_current_span(
+                "llm.call", attributes={"gen_ai.prompt": "p" * 1_000_000 + str(index)}
+            ) as span:
+                span.add_event("gen_ai.choice", {"message": "c" * 100_000})
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        provider.shutdown()
+        meter_provider.shutdown()
+    if store.stats().evictions_by_reason["max_bytes"] == 0:
+        raise RuntimeError(f"the adversarial run did not reach max_bytes: {store.stats()}")
+    return retained
+
+
+def demo_estimate_and_measured(steps: int) -> tuple[int, int]:
+    """The store's byte estimate and tracemalloc's count of what clearing it frees."""
+    meter_provider = MeterProvider()
+    store = TraceStore(max_traces=steps // 2, max_spans=steps * 4, meter_provider=meter_provider)
+    provider = _provider(store)
+    tracer = provider.get_tracer("bench.demo")
+    rng = random.Random(20_240_601)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for index in range(steps):
+            demo._agent_step(tracer, rng, index)
+        gc.collect()
+        estimate = store.stats().bytes
+        before = tracemalloc.get_traced_memory()[0]
+        store.clear()
+        gc.collect()
+        measured = before - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        provider.shutdown()
+        meter_provider.shutdown()
+    return estimate, measured
+
+
 def _retained_bytes(processor: SpanProcessor, traces: int) -> int:
     provider = _provider(processor)
     tracer = provider.get_tracer("bench.memory")
@@ -366,6 +465,20 @@ def _goals(sizes: Sizes, timings: Timings, store_bytes: float, readable_bytes: f
         )
         for store in (STORE_DEFAULTS, STORE_SMALL)
     ]
+    goals.append(
+        Goal(
+            f"span cost: {STORE_DEFAULTS} / {STORE_BEFORE}",
+            timings.median_ratio(STORE_DEFAULTS, STORE_BEFORE),
+            1.05,
+        )
+    )
+    goals.append(
+        Goal(
+            f"span cost: {STORE_TAIL_EXPORT} / {BATCH_NO_OP}",
+            timings.median_ratio(STORE_TAIL_EXPORT, BATCH_NO_OP),
+            1.0,
+        )
+    )
     goals.append(
         Goal(
             f"TraceStore.on_end cost: {held}", timings.median_ratio(ON_END_LARGE, ON_END_SMALL), 1.2
@@ -450,6 +563,20 @@ def format_results(results: Results, command: str) -> str:
             [
                 ("TraceStore records", f"{results.store_bytes_per_span:,.0f}"),
                 ("SDK ReadableSpan objects", f"{results.readable_span_bytes_per_span:,.0f}"),
+            ],
+        ),
+        "",
+        "4. The byte budget (tracemalloc)",
+        format_table(
+            ["measured", "bytes"],
+            [
+                (
+                    f"retained after {3 * ADVERSARIAL_MAX_BYTES // 1_000_000} spans with 1 MB "
+                    f"attributes, max_bytes={ADVERSARIAL_MAX_BYTES:,}",
+                    f"{results.adversarial_retained_bytes:,}",
+                ),
+                ("demo workload: the store's estimate", f"{results.demo_estimate_bytes:,}"),
+                ("demo workload: freed by clear()", f"{results.demo_measured_bytes:,}"),
             ],
         ),
         "",

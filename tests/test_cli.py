@@ -99,7 +99,9 @@ def test_config_shows_every_variable_at_its_default_when_nothing_is_set() -> Non
 def test_config_table_aligns_one_line_per_variable() -> None:
     result = run("config", env=clean_env())
     assert result.returncode == 0
-    header, *lines = result.stdout.splitlines()
+    table, sampler = result.stdout.split("\n\n")
+    header, *lines = table.splitlines()
+    assert sampler.startswith("Sampler: parentbased_always_on from the default")
     assert header.split() == ["VARIABLE", "VALUE", "SOURCE"]
     assert [line.split()[0] for line in lines] == [v.name for v in config.VARIABLES]
     # Aligned: every SOURCE column starts where the header's does.
@@ -511,3 +513,24 @@ def test_config_flags_an_invalid_strict_variable_and_exits_1(
     assert reason in result.stdout + result.stderr
     if variable == "OTEL_BOUNDED_TOKEN_SECRET":
         assert value not in result.stdout + result.stderr
+
+
+def test_config_says_which_sampler_is_in_effect_and_that_the_store_sees_only_its_spans() -> None:
+    default = json.loads(run("config", "--json", env=clean_env()).stdout)["sampler"]
+    assert (default["name"], default["source"], default["drops_traces"]) == (
+        "parentbased_always_on",
+        "default",
+        False,
+    )
+    assert "sees only the spans the sampler records" in default["note"]
+    env = clean_env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
+    ratio = json.loads(run("config", "--json", env=env).stdout)["sampler"]
+    assert (ratio["name"], ratio["argument"], ratio["source"], ratio["drops_traces"]) == (
+        "parentbased_traceidratio",
+        "0.1",
+        "environment",
+        True,
+    )
+    table = run("config", env=env).stdout
+    assert "Sampler: parentbased_traceidratio (0.1) from the environment" in table
+    assert "OTEL_TRACES_SAMPLER=parentbased_always_on" in table

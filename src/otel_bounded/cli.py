@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from otel_bounded import config, demo
+from otel_bounded.traces.sampler import SamplerInfo, describe_sampler
 from otel_bounded.version import __version__
 
 __all__ = ["main"]
@@ -98,13 +99,43 @@ def show_config(
     """Print every variable's setting; 1 when a strict variable is invalid, else 0."""
     rows = [_row(config.resolve(variable, environ)) for variable in variables]
     unknown = _unknown_variables(environ, [variable.name for variable in variables])
+    sampler = describe_sampler(environ, provider=_NO_PROVIDER)
     if as_json:
-        stdout.write(
-            json.dumps({"variables": rows, "unknown": unknown}, indent=2, default=str) + "\n"
-        )
+        document = {"variables": rows, "unknown": unknown, "sampler": _sampler_row(sampler)}
+        stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     else:
         stdout.write(_table(rows, unknown))
+        stdout.write("\n" + _sampler_note(sampler) + "\n")
     return 1 if any(row["error"] is not None for row in rows) else 0
+
+
+# The command has no tracer provider: the sampler is the one the OTEL_* variables set up.
+_NO_PROVIDER = object()
+
+
+def _sampler_row(sampler: SamplerInfo) -> dict[str, Any]:
+    return {
+        "name": sampler.name,
+        "argument": sampler.argument,
+        "source": sampler.source,
+        "drops_traces": sampler.ratio,
+        "note": _sampler_note(sampler),
+    }
+
+
+def _sampler_note(sampler: SamplerInfo) -> str:
+    """Which sampler is in effect, and what that means for a TraceStore."""
+    text = (
+        f"Sampler: {sampler.describe()} (OTEL_TRACES_SAMPLER). A TraceStore sees only the "
+        "spans the sampler records."
+    )
+    if sampler.ratio:
+        text += (
+            " This one drops a share of traces before any TraceStore sees them; with tail "
+            "export (OTEL_BOUNDED_TRACE_EXPORT) set OTEL_TRACES_SAMPLER=parentbased_always_on "
+            "and let the store choose what to ship."
+        )
+    return text
 
 
 def _row(setting: config.Setting) -> dict[str, Any]:

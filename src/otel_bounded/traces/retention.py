@@ -106,6 +106,13 @@ _INTERN_MAX_LENGTH = 128
 _MAX_INTERNED = 4096
 
 
+_INT_60 = 1 << 60
+
+
+def _int_size(value: int) -> int:
+    return (sys.getsizeof(value) + 7) & ~7
+
+
 def _rounded(size: int) -> int:
     return (size + 7) & ~7
 
@@ -118,7 +125,7 @@ class Admission:
     share one copy (and own none of it).
     """
 
-    __slots__ = ("_interned", "_max_length", "_slow_ns", "truncated")
+    __slots__ = ("_interned", "_max_length", "_slow_ns", "admit", "truncated")
 
     def __init__(self, max_attribute_length: int | None, slow_threshold_ms: float) -> None:
         self._max_length = max_attribute_length
@@ -126,62 +133,103 @@ class Admission:
         self._interned: dict[str, str] = {}
         self.truncated = 0
         """Attribute values truncated, span and event attributes together."""
+        self.admit = self._make_admit()
+        """`admit(record) -> (record, bytes, flags)`: the record to hold, its size, its flags."""
 
-    def admit(self, record: Record) -> tuple[Record, int, int]:
-        """`(record, bytes, flags)`: the record to hold, its estimated size and its flags."""
-        span_id, parent_id, start, end, meta, name, keys, values, extra = record
-        flags = ERROR if meta & _STATUS_BITS == _ERROR_STATUS else 0
-        if not meta & HAS_PARENT or meta & PARENT_IS_REMOTE:
-            flags |= LOCAL_ROOT
-            if start is not None and end is not None and end - start >= self._slow_ns:
-                flags |= SLOW
+    def _make_admit(self) -> Callable[[Record], tuple[Record, int, int]]:
+        # A closure, as `records._make_encode`: this runs for every span.
         interned = self._interned
-        size = _SPAN_FIXED
-        shared = interned.get(name)
-        if shared is None:
-            shared = self._intern(name)
-        if shared is None:
-            size += _rounded(sys.getsizeof(name))
-        else:
-            name = shared
-        changed = name is not record[5]
-        if values:
-            max_length = self._max_length
-            if max_length is not None and _needs_truncation(values, max_length):
-                keys, values = self._truncate(keys, values, max_length)
-                changed = True
-            new_values = []
-            size += sys.getsizeof(values) + _TUPLE_OVERHEAD
-            for value in values:
-                if value.__class__ is str:
-                    shared = interned.get(value)
-                    if shared is None:
-                        shared = self._intern(value)
-                    if shared is not None:
-                        if shared is not value:
-                            changed = True
-                        value = shared
-                    else:
-                        size += _rounded(sys.getsizeof(value))
-                else:
-                    size += _value_size(value)
-                new_values.append(value)
-            if changed:
-                values = tuple(new_values)
-            if telemetry.OUTCOME in keys:
-                outcome = values[keys.index(telemetry.OUTCOME)]
-                if outcome.__class__ is str and outcome in SECURITY_OUTCOMES:
-                    flags |= SECURITY
-        if extra is not None:
-            if self._max_length is not None and extra.events:
-                events = self._truncate_events(extra.events, self._max_length)
-                if events is not extra.events:
-                    extra = extra._replace(events=events)
-                    changed = True
-            size += _extra_size(extra)
-        if changed:
-            record = (span_id, parent_id, start, end, meta, name, keys, values, extra)
-        return record, size, flags
+        intern = self._intern
+        max_length = self._max_length
+        slow_ns = self._slow_ns
+        getsizeof = sys.getsizeof
+        outcome_key = telemetry.OUTCOME
+        security_outcomes = SECURITY_OUTCOMES
+        local_root_bits = HAS_PARENT | PARENT_IS_REMOTE
+
+        def admit(record: Record) -> tuple[Record, int, int]:
+            meta = record[4]
+            flags = ERROR if meta & _STATUS_BITS == _ERROR_STATUS else 0
+            if meta & local_root_bits != HAS_PARENT:
+                flags |= LOCAL_ROOT
+                start, end = record[2], record[3]
+                if start is not None and end is not None and end - start >= slow_ns:
+                    flags |= SLOW
+            name = record[5]
+            size = _SPAN_FIXED
+            shared = interned.get(name)
+            if shared is None:
+                shared = intern(name)
+                if shared is None:
+                    size += (getsizeof(name) + 7) & ~7
+            replace = shared is not None and shared is not name
+            values = record[7]
+            if values:
+                if max_length is not None and _needs_truncation(values, max_length):
+                    return self._admit_truncating(record, flags)
+                size += getsizeof(values)
+                for value in values:
+                    cls = value.__class__
+                    if cls is str:
+                        shared = interned.get(value)
+                        if shared is None:
+                            if intern(value) is None:
+                                size += (getsizeof(value) + 7) & ~7
+                        elif shared is not value:
+                            replace = True
+                    elif cls is int:
+                        if not -5 <= value <= 256:
+                            size += 32 if -_INT_60 < value < _INT_60 else _int_size(value)
+                    elif cls is float:
+                        size += 24
+                    elif cls is not bool:
+                        size += _value_size(value)
+                if outcome_key in record[6]:
+                    outcome = values[record[6].index(outcome_key)]
+                    if outcome.__class__ is str and outcome in security_outcomes:
+                        flags |= SECURITY
+            extra = record[8]
+            if extra is not None:
+                if max_length is not None and extra.events:
+                    return self._admit_truncating(record, flags)
+                size += _extra_size(extra)
+            if replace:
+                # Point at the shared copies, so the span's own can be freed.
+                record = (
+                    *record[:5],
+                    interned.get(name, name),
+                    record[6],
+                    tuple(
+                        interned.get(value, value) if value.__class__ is str else value
+                        for value in values
+                    ),
+                    extra,
+                )
+            return record, size, flags
+
+        return admit
+
+    def _admit_truncating(self, record: Record, flags: int) -> tuple[Record, int, int]:
+        """`admit` for a span with something to cut: rare, so plain code."""
+        span_id, parent_id, start, end, meta, name, keys, values, extra = record
+        max_length = self._max_length
+        assert max_length is not None
+        if values and _needs_truncation(values, max_length):
+            keys, values = self._truncate(keys, values, max_length)
+        if extra is not None and extra.events:
+            events = self._truncate_events(extra.events, max_length)
+            if events is not extra.events:
+                extra = extra._replace(events=events)
+        interned = self._interned
+        name = interned.get(name) or self._intern(name) or name
+        values = tuple(
+            (interned.get(value) or self._intern(value) or value)
+            if value.__class__ is str
+            else value
+            for value in values
+        )
+        record = (span_id, parent_id, start, end, meta, name, keys, values, extra)
+        return record, self.size_of(record), flags
 
     def size_of(self, record: Record) -> int:
         """The estimate `admit` makes, for a record already admitted (say, a composite)."""
@@ -323,7 +371,7 @@ def _extra_size(extra: Extra) -> int:
 class Retention:
     """Per-trace bytes and class over a store's `BoundedStore`; chooses what to evict.
 
-    The owner asks `make_room` before adding a span, so the caps are met here,
+    The owner asks `take` before adding a span, so the caps are met here,
     by evicting through `pop`, and the core never evicts for a cap itself.
     Used under the owner's lock only.
     """
@@ -340,6 +388,7 @@ class Retention:
         "_reserve_spans",
         "_reserve_traces",
         "_traces",
+        "_ttl",
         "evicted_spans",
         "evictions",
         "on_evict",
@@ -357,8 +406,10 @@ class Retention:
         max_bytes: int,
         protected_fraction: float,
         reasons: tuple[str, ...],
+        ttl: bool,
     ) -> None:
         self._traces = traces
+        self._ttl = ttl
         self._max_traces = max_traces
         self._max_spans = max_spans
         self._max_bytes = max_bytes
@@ -394,28 +445,78 @@ class Retention:
             counts[class_of(flags)] += 1
         return counts
 
-    def make_room(self, trace_id: int, size: int, *, new: bool) -> Refusal | None:
-        """Evict until a span of `size` bytes fits for `trace_id`; a `Refusal` if it never can."""
+    def take(self, trace_id: int, size: int, flags: int, *, new: bool) -> Refusal | None:
+        """Make room for a span of `size` bytes and `flags`, and count it; a `Refusal` if it cannot.
+
+        A new trace is asked for before the owner puts it. A held trace is
+        asked for after it grew by the span in the core, so it is the newest
+        there and the core's span count already includes the span. On a
+        refusal nothing is counted, and the owner drops the span.
+        """
         traces = self._traces
+        sizes = self._bytes
         if new:
             size += TRACE_OVERHEAD
-        if (
-            (not new or len(traces) < self._max_traces)
-            and traces.weight < self._max_spans
-            and self.total_bytes + size <= self._max_bytes
-        ):
+            if not (
+                len(traces) < self._max_traces
+                and traces.weight < self._max_spans
+                and self.total_bytes + size <= self._max_bytes
+            ):
+                refusal = self._make_room(trace_id, size, 1)
+                if refusal is not None:
+                    return refusal
+            self.total_bytes += size
+            sizes[trace_id] = size
+            flags &= _CLASS_BITS
+            if not flags:
+                self._normal[trace_id] = None
+                return None
+            self._flags[trace_id] = flags
+            self._protected[trace_id] = None
+            self.protected_bytes += size
+            self.protected_spans += 1
             return None
-        own_bytes = 0 if new else self._bytes.get(trace_id, 0)
-        if own_bytes + size > self._max_bytes:
+        if not (traces.weight <= self._max_spans and self.total_bytes + size <= self._max_bytes):
+            if sizes.get(trace_id, 0) + size > self._max_bytes:
+                return NO_BYTES
+            if traces.weight_of(trace_id) > self._max_spans:
+                return NO_ROOM
+            refusal = self._make_room(trace_id, size, 0)
+            if refusal is not None:
+                return refusal
+        self.total_bytes += size
+        sizes[trace_id] += size
+        held = self._flags.get(trace_id)
+        if held is None:
+            if not flags & _CLASS_BITS:
+                self._normal.move_to_end(trace_id)
+                return None
+            # Normal until now: the whole trace moves to the protected share.
+            del self._normal[trace_id]
+            self._flags[trace_id] = flags & _CLASS_BITS
+            self._protected[trace_id] = None
+            self.protected_bytes += sizes[trace_id]
+            self.protected_spans += traces.weight_of(trace_id)
+            return None
+        if flags & _CLASS_BITS:
+            self._flags[trace_id] = held | (flags & _CLASS_BITS)
+        self._protected.move_to_end(trace_id)
+        self.protected_bytes += size
+        self.protected_spans += 1
+        return None
+
+    def _make_room(self, trace_id: int, size: int, spans: int) -> Refusal | None:
+        """Evict, least recently active first by class, until `spans` and `size` more fit."""
+        if size > self._max_bytes:
             return NO_BYTES
-        if not new and traces.weight_of(trace_id) + 1 > self._max_spans:
-            return NO_ROOM
-        # Traces that already expired leave before any live one is pushed out.
-        traces.expire()
+        traces = self._traces
+        if self._ttl:
+            # Traces that already expired leave before any live one is pushed out.
+            traces.expire()
         while True:
-            if new and len(traces) >= self._max_traces:
+            if spans and len(traces) >= self._max_traces:
                 reason = _MAX_TRACES
-            elif traces.weight + 1 > self._max_spans:
+            elif traces.weight + spans > self._max_spans:
                 reason = _MAX_SPANS
             elif self.total_bytes + size > self._max_bytes:
                 reason = _MAX_BYTES
@@ -425,38 +526,6 @@ class Retention:
             if victim is None:
                 return NO_BYTES if reason == _MAX_BYTES else NO_ROOM
             self._evict(victim, reason)
-
-    def added(self, trace_id: int, size: int, flags: int, *, new: bool) -> None:
-        """A span of `size` bytes and `flags` was added to `trace_id` (a new trace if `new`)."""
-        if new:
-            size += TRACE_OVERHEAD
-        self.total_bytes += size
-        if new:
-            self._bytes[trace_id] = size
-        else:
-            self._bytes[trace_id] += size
-        flags &= _CLASS_BITS
-        held = self._flags.get(trace_id)
-        if held is None:
-            if not flags:
-                normal = self._normal
-                if new:
-                    normal[trace_id] = None
-                else:
-                    normal.move_to_end(trace_id)
-                return
-            # Normal until now: the whole trace moves to the protected share.
-            if not new:
-                del self._normal[trace_id]
-                self.protected_bytes += self._bytes[trace_id] - size
-                self.protected_spans += self._traces.weight_of(trace_id) - 1
-            self._flags[trace_id] = flags
-            self._protected[trace_id] = None
-        else:
-            self._flags[trace_id] = held | flags
-            self._protected.move_to_end(trace_id)
-        self.protected_bytes += size
-        self.protected_spans += 1
 
     def resized(self, trace_id: int, size: int, spans_before: int, spans_after: int) -> None:
         """`trace_id` was rewritten in place (compacted): now `size` bytes, `spans_after` spans."""

@@ -174,9 +174,14 @@ class TraceStore(SpanProcessor):
             "max_bytes": max_bytes,
         }
         self._max_spans_per_trace = max_spans_per_trace
+        # Spans at which a trace is compacted before a span of it is dropped.
+        self._full_trace = min(max_spans_per_trace, max_spans)
+        # The retention layer meets the caps, class-aware, before the core would
+        # have to: the span cap has one span of slack, as a span of a held trace
+        # is counted (it grows) before room is made for it.
         self._traces: BoundedStore[int, list[Record]] = BoundedStore(
             max_traces,
-            max_weight=max_spans,
+            max_weight=max_spans + 1,
             max_entry_weight=max_spans_per_trace,
             ttl_seconds=ttl_seconds,
             clock=clock,
@@ -194,6 +199,7 @@ class TraceStore(SpanProcessor):
             max_bytes=max_bytes,
             protected_fraction=protected_fraction,
             reasons=_EVICTION_REASONS,
+            ttl=ttl_seconds is not None,
         )
         self._retention.on_evict = self._on_retention_evict
         self._tail = (
@@ -291,27 +297,24 @@ class TraceStore(SpanProcessor):
     def _record(self, trace_id: int, record: Record, size: int, flags: int) -> bool:
         """Hold `record`, making room by class-aware eviction; False when it is dropped."""
         traces = self._traces
-        records = traces.get(trace_id)
-        new = records is None
-        if not new and traces.weight_of(trace_id) >= self._max_spans_per_trace:
-            self._drop(DropReason.MAX_SPANS_PER_TRACE)
+        retention = self._retention
+        records = traces.grow(trace_id)
+        if records is None:  # new, evicted or expired: the trace starts afresh
+            refusal = retention.take(trace_id, size, flags, new=True)
+            if refusal is not None:
+                self._drop(_DROPS[refusal])
+                return False
+            traces.put(trace_id, [record], weight=1)
+            return True
+        if records.__class__ is Refusal:
+            self._drop(_DROPS[records])
             return False
-        refusal = self._retention.make_room(trace_id, size, new=new)
+        refusal = retention.take(trace_id, size, flags, new=False)
         if refusal is not None:
+            traces.set_weight(trace_id, traces.weight_of(trace_id) - 1)
             self._drop(_DROPS[refusal])
             return False
-        if not new:
-            grown = traces.grow(trace_id)  # room was made: this evicts nothing
-            if isinstance(grown, Refusal):
-                self._drop(_DROPS[grown])
-                return False
-            records = grown
-            new = records is None  # expired while room was made
-        if new:
-            traces.put(trace_id, [record], weight=1)
-        else:
-            records.append(record)  # type: ignore[union-attr]
-        self._retention.added(trace_id, size, flags, new=new)
+        records.append(record)  # type: ignore[union-attr]
         return True
 
     def _record_compacting(
@@ -319,39 +322,32 @@ class TraceStore(SpanProcessor):
     ) -> bool:
         """`_record` with compaction: compact before anything is evicted or dropped."""
         traces = self._traces
+        retention = self._retention
         if traces.weight >= self._max_spans:
             compactor.relieve(self._max_spans - 1)
-        records = traces.get(trace_id)
-        new = records is None
-        if not new and (
-            traces.weight_of(trace_id) >= self._max_spans_per_trace
-            or traces.weight_of(trace_id) >= self._max_spans
-        ):
+        held = traces.get(trace_id)
+        if held is not None and traces.weight_of(trace_id) >= self._full_trace:
             # Compact the trace itself before dropping a span of it: caps count
             # held spans. Only if it grew since its last pass, or nothing changes.
-            compactor.compact_if_grown(trace_id, records)  # type: ignore[arg-type]
-            if traces.weight_of(trace_id) >= self._max_spans_per_trace:
-                self._drop(DropReason.MAX_SPANS_PER_TRACE)
-                return False
+            compactor.compact_if_grown(trace_id, held)
+        records = traces.grow(trace_id)
+        if records.__class__ is Refusal:
+            self._drop(_DROPS[records])
+            return False
         # After any pass above: the span's parent may just have been merged away.
         record = compactor.adopt(trace_id, record)
-        refusal = self._retention.make_room(trace_id, size, new=new)
+        new = records is None
+        refusal = retention.take(trace_id, size, flags, new=new)
         if refusal is not None:
+            if not new:
+                traces.set_weight(trace_id, traces.weight_of(trace_id) - 1)
             self._drop(_DROPS[refusal])
             return False
-        if not new:
-            grown = traces.grow(trace_id)  # room was made: this evicts nothing
-            if isinstance(grown, Refusal):
-                self._drop(_DROPS[grown])
-                return False
-            records = grown
-            new = records is None  # expired while room was made
         if new:
             records = [record]
             traces.put(trace_id, records, weight=1)
         else:
             records.append(record)  # type: ignore[union-attr]
-        self._retention.added(trace_id, size, flags, new=new)
         try:
             compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
         except Exception as error:  # the span is held: a failed pass drops nothing
@@ -480,8 +476,8 @@ class TraceStore(SpanProcessor):
                 evicted_traces=sum(evictions.values()),
                 evicted_spans=traces.evicted_weight + retention.evicted_spans,
                 dropped_spans=dropped,
-                max_traces=traces.max_entries or 0,
-                max_spans=traces.max_weight or 0,
+                max_traces=self._max_traces,
+                max_spans=self._max_spans,
                 max_spans_per_trace=self._max_spans_per_trace,
                 evictions_by_reason=MappingProxyType(evictions),
                 drops_by_reason=MappingProxyType(dict(self._drops)),
