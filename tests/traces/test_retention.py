@@ -399,3 +399,13 @@ def test_without_a_length_limit_nothing_is_truncated() -> None:
 def test_invalid_retention_arguments_raise_value_error(argument: str, value: object) -> None:
     with pytest.raises(ValueError, match=argument):
         TraceStore(**{argument: value})  # type: ignore[arg-type]
+
+
+def test_a_truncated_refusal_span_still_makes_a_security_trace() -> None:
+    store = TraceStore(max_attribute_length=8)
+    store.on_end(
+        synthetic_span(9, 1, attributes={telemetry.OUTCOME: "revoked", "reason": "r" * 50})
+    )
+    (held,) = store.get(9)
+    assert held.attributes["reason"] == "r" * 8
+    assert store.stats().traces_by_class[RetentionClass.SECURITY] == 1

@@ -102,7 +102,15 @@ class TailExport:
     released (`hand_off`), so no exporter ever runs under it.
     """
 
-    __slots__ = ("_decisions", "_max_decisions", "downstream", "exported", "not_exported", "policy")
+    __slots__ = (
+        "_decisions",
+        "_max_decisions",
+        "downstream",
+        "exported",
+        "failures",
+        "not_exported",
+        "policy",
+    )
 
     def __init__(
         self, downstream: SpanProcessor | SpanExporter, policy: ExportPolicy, max_decisions: int
@@ -123,6 +131,7 @@ class TailExport:
         self._decisions: OrderedDict[int, bool] = OrderedDict()
         self.exported = dict.fromkeys(ExportReason.ALL, 0)
         self.not_exported = 0
+        self.failures = 0
 
     def decided(self, trace_id: int) -> bool | None:
         """The decision already made for `trace_id`, if one is remembered."""

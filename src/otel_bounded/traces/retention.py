@@ -228,6 +228,10 @@ class Admission:
             else value
             for value in values
         )
+        if telemetry.OUTCOME in keys:
+            outcome = values[keys.index(telemetry.OUTCOME)]
+            if outcome.__class__ is str and outcome in SECURITY_OUTCOMES:
+                flags |= SECURITY
         record = (span_id, parent_id, start, end, meta, name, keys, values, extra)
         return record, self.size_of(record), flags
 

@@ -104,6 +104,8 @@ class TraceStoreStats:
     truncated_attributes: int = 0
     exported_by_reason: Mapping[str, int] = field(default_factory=dict)
     not_exported: int = 0
+    export_failures: int = 0
+    """Hand-offs to the tail export's downstream that raised (the spans stay held)."""
 
 
 class TraceStore(SpanProcessor):
@@ -220,6 +222,7 @@ class TraceStore(SpanProcessor):
         self._pending_warnings: list[tuple[str, str]] = []
         self._warned: set[str] = set()
         self._first_error: Exception | None = None
+        self._first_export_error: Exception | None = None
         self._compactor = (
             None
             if compaction is None
@@ -389,7 +392,10 @@ class TraceStore(SpanProcessor):
             tail.hand_off(spans)
         except Exception as error:  # the spans are held; only the export failed
             with self._lock:
-                self._note_error(error)
+                tail.failures += 1
+                if tail.failures == 1:
+                    self._first_export_error = error
+                    self._pending_warnings.append(("export_error", ""))
             self._flush_warnings()
 
     def shutdown(self) -> None:
@@ -493,6 +499,7 @@ class TraceStore(SpanProcessor):
                     dict(tail.exported) if tail is not None else dict.fromkeys(ExportReason.ALL, 0)
                 ),
                 not_exported=0 if tail is None else tail.not_exported,
+                export_failures=0 if tail is None else tail.failures,
             )
 
     def clear(self) -> None:
@@ -630,6 +637,16 @@ class TraceStore(SpanProcessor):
             held_traces, held_spans = len(self._traces), self._traces.weight
         name = self.component[telemetry.COMPONENT_NAME]
         for kind, reason in pending:
+            if kind == "export_error":
+                telemetry.logger.warning(
+                    "TraceStore %s failed to hand an exported trace to its downstream span "
+                    "processor; the spans stay held and the application is not affected. This "
+                    "and any later failure are counted in TraceStore.stats().export_failures "
+                    "and not logged again.",
+                    name,
+                    exc_info=self._first_export_error,
+                )
+                continue
             if kind == "error":
                 telemetry.logger.warning(
                     "TraceStore %s failed to record a span; it never raises into the "
