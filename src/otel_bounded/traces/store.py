@@ -286,7 +286,17 @@ class TraceStore(SpanProcessor):
                 if self._compactor is not None:
                     held = self._record_compacting(trace_id, record, size, flags, self._compactor)
                 else:
-                    held = self._record(trace_id, record, size, flags)
+                    # `_record`, inlined for the common case: this runs for every span.
+                    records = self._traces.grow(trace_id)
+                    if records is not None and records.__class__ is not Refusal:
+                        refusal = self._retention.take(trace_id, size, flags, new=False)
+                        if refusal is None:
+                            records.append(record)  # type: ignore[union-attr]
+                            held = True
+                        else:
+                            held = self._refuse_grown(trace_id, refusal)
+                    else:
+                        held = self._record(trace_id, record, size, flags, records)
                 if self._tail is not None:
                     handed = self._decide(trace_id, flags, span, held)
         except Exception as error:  # never raise into the application
@@ -297,11 +307,20 @@ class TraceStore(SpanProcessor):
         if handed is not None:
             self._hand_off(*handed)
 
-    def _record(self, trace_id: int, record: Record, size: int, flags: int) -> bool:
-        """Hold `record`, making room by class-aware eviction; False when it is dropped."""
+    def _record(
+        self,
+        trace_id: int,
+        record: Record,
+        size: int,
+        flags: int,
+        records: list[Record] | Refusal | None,
+    ) -> bool:
+        """Hold `record` after `grow` gave `records`, making room by class-aware eviction.
+
+        False when the span is dropped.
+        """
         traces = self._traces
         retention = self._retention
-        records = traces.grow(trace_id)
         if records is None:  # new, evicted or expired: the trace starts afresh
             refusal = retention.take(trace_id, size, flags, new=True)
             if refusal is not None:
@@ -314,11 +333,16 @@ class TraceStore(SpanProcessor):
             return False
         refusal = retention.take(trace_id, size, flags, new=False)
         if refusal is not None:
-            traces.set_weight(trace_id, traces.weight_of(trace_id) - 1)
-            self._drop(_DROPS[refusal])
-            return False
+            return self._refuse_grown(trace_id, refusal)
         records.append(record)  # type: ignore[union-attr]
         return True
+
+    def _refuse_grown(self, trace_id: int, refusal: Refusal) -> bool:
+        """Drop a span its trace already grew by in the core: the growth is undone."""
+        traces = self._traces
+        traces.set_weight(trace_id, traces.weight_of(trace_id) - 1)
+        self._drop(_DROPS[refusal])
+        return False
 
     def _record_compacting(
         self, trace_id: int, record: Record, size: int, flags: int, compactor: _Compactor
