@@ -179,6 +179,8 @@ def format_table(result: DemoResult) -> str:
         f"{stats.evicted_spans:,} in evicted traces + {stats.dropped_spans:,} dropped{compacted}",
         f"{'memory held':<26}{_mebibytes(result.memory.bytes):>12}  ({per_span:,.0f} B per span "
         f"held; {result.memory.method})",
+        f"{'bytes held, estimated':<26}{_mebibytes(stats.bytes):>12}  (the store's own "
+        f"estimate, made as each span is encoded; max_bytes={stats.max_bytes:,})",
         "",
     ]
     return "\n".join(lines)
