@@ -15,11 +15,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
-from otel_bounded import ApprovalLedger, TraceStore, demo, telemetry
+from otel_bounded import ApprovalLedger, CompactionPolicy, TraceStore, demo, telemetry
 from otel_bounded.errors import ApprovalError
 from otel_bounded.traces import RetentionClass
 from tests.support import FakeClock
 from tests.traces.helpers import make_trace, tracer_for
+from tests.traces.test_compaction_support import Tree, policies, trees
 
 RESOURCE = Resource({"service.name": "synthetic"})
 
@@ -409,3 +410,44 @@ def test_a_truncated_refusal_span_still_makes_a_security_trace() -> None:
     (held,) = store.get(9)
     assert held.attributes["reason"] == "r" * 8
     assert store.stats().traces_by_class[RetentionClass.SECURITY] == 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    forest=st.lists(trees(), min_size=1, max_size=3),
+    policy=policies(),
+    max_spans=st.integers(2, 40),
+    byte_spans=st.integers(2, 40),
+    fraction=st.sampled_from([0.0, 0.25, 0.6]),
+)
+def test_caps_bytes_and_accounting_hold_with_compaction_and_classes(
+    forest: list[Tree],
+    policy: CompactionPolicy,
+    max_spans: int,
+    byte_spans: int,
+    fraction: float,
+) -> None:
+    span_bytes, trace_bytes = sizes()
+    max_bytes = trace_bytes + byte_spans * span_bytes
+    store = TraceStore(
+        max_traces=3,
+        max_spans=max_spans,
+        max_bytes=max_bytes,
+        protected_fraction=fraction,
+        compaction=policy,
+    )
+    # Interleave the trees' spans, each tree in the order the SDK ended them.
+    queues = [list(tree.spans) for tree in forest]
+    while any(queues):
+        for queue in queues:
+            if queue:
+                store.on_end(queue.pop(0))
+                stats = store.stats()
+                assert stats.traces <= 3
+                assert stats.spans <= max_spans
+                assert 0 <= stats.bytes <= max_bytes
+                assert stats.received_spans == (
+                    stats.spans + stats.evicted_spans + stats.dropped_spans + stats.spans_compacted
+                )
+    store.clear()
+    assert store.stats().bytes == 0
