@@ -77,6 +77,12 @@ COMPOSITE_STRATEGY = "otel_bounded.composite.strategy"
 COMPOSITE_NAMES = "otel_bounded.composite.names"
 COMPOSITE_COUNTS = "otel_bounded.composite.counts"
 COMPOSITE_DURATION_SUMS_NS = "otel_bounded.composite.duration_sums_ns"
+COMPOSITE_MINS_NS = "otel_bounded.composite.mins_ns"
+COMPOSITE_MAXES_NS = "otel_bounded.composite.maxes_ns"
+COMPOSITE_VARIED_KEYS = "otel_bounded.composite.varied_keys"
+COMPOSITE_VARIED_DISTINCT = "otel_bounded.composite.varied_distinct"
+COMPOSITE_VARIED_SAMPLES = "otel_bounded.composite.varied_samples"
+COMPACTION_UNRESOLVED_REASON = "otel_bounded.compaction.unresolved.reason"
 
 # -- metrics -----------------------------------------------------------------
 
@@ -87,6 +93,7 @@ TRACE_STORE_EVICTIONS = "otel_bounded.trace_store.evictions"
 TRACE_STORE_SPANS_DROPPED = "otel_bounded.trace_store.spans.dropped"
 TRACE_STORE_COMPACTIONS = "otel_bounded.trace_store.compactions"
 TRACE_STORE_SPANS_COMPACTED = "otel_bounded.trace_store.spans.compacted"
+TRACE_STORE_COMPACTION_UNRESOLVED = "otel_bounded.trace_store.compaction.unresolved"
 
 TOKEN_REVOCATIONS = "otel_bounded.token.revocations"
 TOKEN_REVOCATIONS_SWEPT = "otel_bounded.token.revocations.swept"
@@ -245,6 +252,8 @@ class TraceStoreCounts(Protocol):
     def compactions(self) -> int: ...
     @property
     def spans_compacted(self) -> int: ...
+    @property
+    def unresolved_by_reason(self) -> Mapping[str, int]: ...
 
 
 class HasTraceStoreCounts(Protocol):
@@ -301,6 +310,14 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
         unit="{span}",
         description="Spans merged away into composite spans.",
     )
+    meter.create_observable_counter(
+        TRACE_STORE_COMPACTION_UNRESOLVED,
+        callbacks=[
+            _callback(owners, _counts_by("unresolved_by_reason", COMPACTION_UNRESOLVED_REASON))
+        ],
+        unit="{span}",
+        description="Merged-away span ids forgotten while their trace is held, by reason.",
+    )
 
 
 class TraceEvictionReason:
@@ -317,6 +334,13 @@ class DropReason:
     MAX_SPANS_PER_TRACE = "max_spans_per_trace"
     MAX_SPANS = "max_spans"
     ERROR = "error"
+
+
+class UnresolvedReason:
+    """Values of ``otel_bounded.compaction.unresolved.reason`` on the unresolved ids metric."""
+
+    MAX_REMEMBERED_IDS = "max_remembered_ids"
+    """The store's budget of remembered merged-away span ids was full."""
 
 
 class ApprovalEvictionReason:

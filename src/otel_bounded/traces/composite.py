@@ -1,0 +1,242 @@
+"""What a composite span may say about its members, and nothing more.
+
+A composite states nothing that is false of any member. Its plain attributes
+are exactly those whose value (type and value: ``1``, ``True``, ``1.0`` and
+``"1"`` all differ) is equal in every member. Every other key seen in a member
+is listed in ``otel_bounded.composite.varied_keys``, with how many distinct
+values it took in all (a member lacking the key counts as one more value) and
+up to ``max_varied_samples`` of them as a JSON array (``null``: lacking), so a
+reader knows how much was left out.
+
+Counts stay exact across passes: a composite keeps only a sample of a varied
+key's values, so a group is only formed when the union of its members'
+distinct values can still be counted exactly (see `Group.add`).
+
+This module owns the layout of a composite record's attributes: the
+composite's own plain attributes, then a fixed tail per strategy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+from otel_bounded.telemetry import (
+    COMPOSITE_COUNT,
+    COMPOSITE_COUNTS,
+    COMPOSITE_DURATION_SUM_NS,
+    COMPOSITE_DURATION_SUMS_NS,
+    COMPOSITE_MAX_NS,
+    COMPOSITE_MAXES_NS,
+    COMPOSITE_MIN_NS,
+    COMPOSITE_MINS_NS,
+    COMPOSITE_NAMES,
+    COMPOSITE_STRATEGY,
+    COMPOSITE_VARIED_DISTINCT,
+    COMPOSITE_VARIED_KEYS,
+    COMPOSITE_VARIED_SAMPLES,
+)
+
+__all__ = [
+    "EXACT_MATCH",
+    "EXACT_TAIL",
+    "SAME_KIND",
+    "SAME_KIND_TAIL",
+    "Group",
+    "Values",
+    "canon",
+    "composite_view",
+    "samples_of",
+    "span_view",
+]
+
+EXACT_MATCH = "exact_match"
+SAME_KIND = "same_kind"
+
+EXACT_TAIL: tuple[str, ...] = (
+    COMPOSITE_COUNT,
+    COMPOSITE_DURATION_SUM_NS,
+    COMPOSITE_MIN_NS,
+    COMPOSITE_MAX_NS,
+    COMPOSITE_STRATEGY,
+    COMPOSITE_VARIED_KEYS,
+    COMPOSITE_VARIED_DISTINCT,
+    COMPOSITE_VARIED_SAMPLES,
+)
+"""Attributes after an exact-match composite's plain ones, in this order."""
+SAME_KIND_TAIL: tuple[str, ...] = (
+    *EXACT_TAIL,
+    COMPOSITE_NAMES,
+    COMPOSITE_COUNTS,
+    COMPOSITE_DURATION_SUMS_NS,
+    COMPOSITE_MINS_NS,
+    COMPOSITE_MAXES_NS,
+)
+"""Attributes after a same-kind composite's plain ones: the exact tail, then per-name arrays."""
+
+# The canonical form of a lacking key; no attribute value canonicalizes to None.
+_LACKING: None = None
+
+
+def canon(value: Any) -> Hashable:
+    """A hashable form equal only for equal values of the same type.
+
+    Floats by their repr, so NaN equals NaN and 0.0 differs from -0.0, as a
+    reader of the text would see them; sequences element by element.
+    """
+    cls = value.__class__
+    if cls is float:
+        return (float, repr(value))
+    if cls is tuple or cls is list:
+        return (tuple, tuple(canon(item) for item in value))
+    return (cls, value)
+
+
+class Values:
+    """The distinct values one key took across some spans.
+
+    `known` maps each canonical value to the value (`None` for "lacking"), in
+    the order first seen. When `distinct` is larger than `len(known)`, `known`
+    is only a sample (a composite's) and the rest is unknown.
+    """
+
+    __slots__ = ("distinct", "known")
+
+    def __init__(self, known: dict[Hashable, Any], distinct: int) -> None:
+        self.known = known
+        self.distinct = distinct
+
+    @property
+    def complete(self) -> bool:
+        return self.distinct == len(self.known)
+
+
+_LACKING_VALUES = ((_LACKING, None),)
+
+
+def _lacking() -> Values:
+    return Values(dict(_LACKING_VALUES), 1)
+
+
+View = dict[str, Values]
+"""Per key, the values a candidate (one span, or a composite's members) took."""
+
+
+def span_view(keys: Sequence[str], values: Sequence[Any]) -> View:
+    return {key: Values({canon(value): value}, 1) for key, value in zip(keys, values, strict=True)}
+
+
+def composite_view(
+    keys: Sequence[str],
+    values: Sequence[Any],
+    varied_keys: Sequence[str],
+    varied_distinct: Sequence[int],
+    varied_samples: Sequence[str],
+) -> View:
+    """The view of a composite made here: its plain attributes, then its varied keys."""
+    view = span_view(keys, values)
+    for key, distinct, text in zip(varied_keys, varied_distinct, varied_samples, strict=True):
+        view[key] = Values({canon_or_lacking(value): value for value in samples_of(text)}, distinct)
+    return view
+
+
+def canon_or_lacking(value: Any) -> Hashable:
+    return _LACKING if value is None else canon(value)
+
+
+class Group:
+    """Members' attribute values merged so far; every count in it is exact."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: View) -> None:
+        self.view = {key: Values(dict(known.known), known.distinct) for key, known in view.items()}
+
+    def add(self, other: View) -> bool:
+        """Take in one more member's view, or return False and change nothing.
+
+        Two value sets can be united exactly when both are complete, or when the
+        complete one holds nothing outside the other's sample. Two truncated
+        samples never can: their unseen values may or may not overlap.
+        """
+        mine = self.view
+        for key in mine.keys() | other.keys():
+            ours = mine.get(key)
+            theirs = other.get(key)
+            if ours is None:
+                ours = _lacking()
+            if theirs is None:
+                theirs = _lacking()
+            if ours.complete:
+                if not theirs.complete and not ours.known.keys() <= theirs.known.keys():
+                    return False
+            elif not theirs.complete or not theirs.known.keys() <= ours.known.keys():
+                return False
+        for key in mine.keys() | other.keys():
+            ours = mine.get(key)
+            theirs = other.get(key)
+            if ours is None:
+                ours = mine[key] = _lacking()
+            if theirs is None:
+                theirs = _lacking()
+            if not ours.complete:
+                continue  # `theirs` is within the sample: nothing new
+            if theirs.complete:
+                ours.known.update(theirs.known)
+                ours.distinct = len(ours.known)
+            else:
+                ours.known = dict(theirs.known)
+                ours.distinct = theirs.distinct
+        return True
+
+    def attributes(
+        self, max_samples: int
+    ) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+        """(plain keys, plain values, varied keys, their distinct counts, their samples)."""
+        plain_keys: list[str] = []
+        plain_values: list[Any] = []
+        varied_keys: list[str] = []
+        distinct: list[int] = []
+        samples: list[str] = []
+        for key, values in self.view.items():
+            if values.distinct == 1 and values.complete:
+                ((canonical, value),) = values.known.items()
+                if canonical is not _LACKING:
+                    plain_keys.append(key)
+                    plain_values.append(value)
+                    continue
+            varied_keys.append(key)
+            distinct.append(values.distinct)
+            samples.append(_samples_text(list(values.known.values())[:max_samples]))
+        return tuple(plain_keys), tuple(plain_values), *_empty_or(varied_keys, distinct, samples)
+
+
+def _empty_or(
+    keys: list[str], distinct: list[int], samples: list[str]
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    if not keys:
+        return (), (), ()
+    return tuple(keys), tuple(distinct), tuple(samples)
+
+
+def _samples_text(values: Iterable[Any]) -> str:
+    # ASCII JSON: any string, lone surrogates included, survives every exporter.
+    return json.dumps([_jsonable(value) for value in values], separators=(",", ":"), default=repr)
+
+
+def _jsonable(value: Any) -> Any:
+    if value.__class__ is tuple or value.__class__ is list:
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def samples_of(text: str) -> list[Any]:
+    """The values of a ``varied_samples`` entry: JSON arrays as tuples, ``null`` as None."""
+    return [_from_json(value) for value in json.loads(text)]
+
+
+def _from_json(value: Any) -> Any:
+    if value.__class__ is list:
+        return tuple(_from_json(item) for item in value)
+    return value
