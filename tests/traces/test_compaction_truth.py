@@ -31,7 +31,7 @@ from tests.traces.test_compaction_truth_support import (
     run_calls,
 )
 
-EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class Witness(SpanProcessor):
@@ -198,7 +198,7 @@ def test_the_generator_makes_composites_that_the_judge_actually_checks() -> None
     """Guard against a vacuous property: the strategies do produce varied composites."""
     judged = varied = 0
 
-    @settings(max_examples=40, deadline=None, database=None)
+    @settings(max_examples=25, deadline=None, database=None)
     @given(agent_traces(), policies())
     def count(calls: list[Call], policy: CompactionPolicy) -> None:
         nonlocal judged, varied

@@ -228,37 +228,41 @@ class Call:
     link_to: int | None  # index of an earlier call of the same trace it links to
 
 
-def _template(draw: st.DrawFn) -> tuple[str, dict[str, Any], bool]:
-    """A kind of call an agent repeats: a name, its attributes, whether each call has an id."""
+Template = tuple[str, dict[str, Any], bool, bool]
+
+
+def _template(draw: st.DrawFn) -> Template:
+    """A kind of call an agent repeats: its name and attributes, and whether each call carries
+    its own id and its task's id. Kinds of one name share their keys and differ in values."""
     name = draw(st.sampled_from(("execute_tool",) * 3 + ("db.query", "cache.get", "cache.set")))
     attributes: dict[str, Any]
     if name == "execute_tool":
-        attributes = {"gen_ai.operation.name": "execute_tool"}
-        attributes["gen_ai.tool.name"] = draw(st.sampled_from(TOOLS))
-        if draw(st.booleans()):
+        tool = draw(st.sampled_from(TOOLS))
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}
+        if tool != "bash":
             attributes["file.path"] = draw(st.sampled_from(PATHS))
     elif name == "db.query":
         attributes = {"db.system": "sqlite", "db.statement": draw(st.sampled_from(STATEMENTS))}
     else:
         attributes = {"db.system": "redis"}
-    return name, attributes, draw(st.booleans())
+    return name, attributes, draw(st.booleans()), draw(st.booleans())
 
 
 def _call(
-    draw: st.DrawFn, templates: Sequence[tuple[str, dict[str, Any], bool]], index: int, task: int
+    draw: st.DrawFn, templates: Sequence[Template], index: int, task: int
 ) -> tuple[str, dict[str, Any], StatusCode | None]:
     if draw(st.integers(0, 5)):
-        name, base, with_id = draw(st.sampled_from(templates))
-        status = None
+        name, base, with_id, with_task = draw(st.sampled_from(templates))
+        status = draw(st.sampled_from((None, None, None, StatusCode.OK)))
     else:
-        name, base, with_id = _template(draw)
+        name, base, with_id, with_task = _template(draw)
         status = draw(st.sampled_from(STATUSES))
     if name == "execute_tool" and draw(st.integers(0, 7)) == 0:
         name = "task"
     attributes = dict(base)
     if with_id:
         attributes["call.id"] = f"call-{index}"  # a per-call id
-    if draw(st.integers(0, 3)) == 0:
+    if with_task:
         attributes["task.id"] = task
     if draw(st.integers(0, 7)) == 0:
         attributes["retry"] = draw(st.sampled_from((1, True, 1.0, "1", (1, 2), -0.0, 0.0)))
