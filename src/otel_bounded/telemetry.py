@@ -81,6 +81,7 @@ COMPOSITE_MINS_NS = "otel_bounded.composite.mins_ns"
 COMPOSITE_MAXES_NS = "otel_bounded.composite.maxes_ns"
 COMPOSITE_VARIED_KEYS = "otel_bounded.composite.varied_keys"
 COMPOSITE_VARIED_DISTINCT = "otel_bounded.composite.varied_distinct"
+COMPOSITE_VARIED_DISTINCT_EXACT = "otel_bounded.composite.varied_distinct_exact"
 COMPOSITE_VARIED_SAMPLES = "otel_bounded.composite.varied_samples"
 COMPACTION_UNRESOLVED_REASON = "otel_bounded.compaction.unresolved.reason"
 

@@ -25,6 +25,7 @@ from otel_bounded.telemetry import (
     COMPOSITE_NAMES,
     COMPOSITE_STRATEGY,
     COMPOSITE_VARIED_DISTINCT,
+    COMPOSITE_VARIED_DISTINCT_EXACT,
     COMPOSITE_VARIED_KEYS,
     COMPOSITE_VARIED_SAMPLES,
 )
@@ -100,6 +101,7 @@ def test_a_run_of_identical_fast_calls_becomes_one_composite_with_exact_statisti
         # The row differed in every member: said, never shown as the first member's.
         COMPOSITE_VARIED_KEYS: ("row",),
         COMPOSITE_VARIED_DISTINCT: (4,),
+        COMPOSITE_VARIED_DISTINCT_EXACT: (True,),
         COMPOSITE_VARIED_SAMPLES: ("[1,2,3,4]",),
     }
     assert composite.context.span_id == first_member.context.span_id
@@ -297,6 +299,25 @@ def test_a_composite_whose_sample_was_truncated_absorbs_no_unseen_value() -> Non
     assert composite in second.records
 
 
+def test_under_pressure_a_truncated_composite_absorbs_with_a_count_flagged_as_a_lower_bound() -> (
+    None
+):
+    records = records_of(calls(13))
+    root, calls_ = records[-1], records[:-1]
+    first = compact_records(calls_[:12], CompactionPolicy())
+
+    second = compact_records(
+        [*first.records, calls_[12], root], CompactionPolicy(), exact_counts=False
+    )
+
+    (_, absorbed, _, _) = second.records
+    values = dict(zip(absorbed[6], absorbed[7], strict=True))
+    assert values[COMPOSITE_COUNT] == 11
+    # 11 distinct rows in truth; what is known: at least 10, at most 11 (the count).
+    assert values[COMPOSITE_VARIED_DISTINCT] == (10,)
+    assert values[COMPOSITE_VARIED_DISTINCT_EXACT] == (False,)
+
+
 # -- same kind -------------------------------------------------------------------
 
 
@@ -339,6 +360,7 @@ def test_same_kind_siblings_merge_with_exact_per_name_counts_sums_minimums_and_m
         COMPOSITE_STRATEGY: SAME_KIND,
         COMPOSITE_VARIED_KEYS: ("row",),
         COMPOSITE_VARIED_DISTINCT: (4,),
+        COMPOSITE_VARIED_DISTINCT_EXACT: (True,),
         COMPOSITE_VARIED_SAMPLES: ("[2,3,4,5]",),
         COMPOSITE_NAMES: ("GET", "SET"),
         COMPOSITE_COUNTS: (2, 2),
@@ -379,6 +401,7 @@ def test_a_same_kind_composite_shows_what_every_member_shares_and_declares_what_
     }
     assert shown[COMPOSITE_VARIED_KEYS] == ("secret.row", "only.some")
     assert shown[COMPOSITE_VARIED_DISTINCT] == (2, 2)
+    assert shown[COMPOSITE_VARIED_DISTINCT_EXACT] == (True, True)
     # A member lacking a key is one more value, shown as null.
     assert shown[COMPOSITE_VARIED_SAMPLES] == ("[2,3]", "[true,null]")
 

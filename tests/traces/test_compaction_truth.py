@@ -81,8 +81,13 @@ def _record(
     return store, witness, list(exporter.get_finished_spans())
 
 
-def _judge_store(store: TraceStore, witness: Witness, policy: CompactionPolicy) -> int:
-    """Judge every held trace against the spans that entered it; returns composites judged."""
+def _judge_store(
+    store: TraceStore, witness: Witness, policy: CompactionPolicy, exact_counts_only: bool
+) -> int:
+    """Judge every held trace against the spans that entered it; returns composites judged.
+
+    Without cap pressure, every distinct-value count must be exact.
+    """
     judged = 0
     stats = store.stats()
     assert stats.received_spans == (
@@ -109,7 +114,7 @@ def _judge_store(store: TraceStore, witness: Witness, policy: CompactionPolicy) 
         for span in held:
             group = members[span.context.span_id]
             if is_composite(span):
-                judge_composite(span, group, policy)
+                judge_composite(span, group, policy, exact_counts_only)
                 judged += 1
                 continue
             (original,) = group
@@ -142,7 +147,7 @@ def test_a_compacting_store_states_only_what_is_true_of_every_member(
 ) -> None:
     store, witness, truth = _record(calls, policy)
 
-    _judge_store(store, witness, policy)
+    _judge_store(store, witness, policy, exact_counts_only=True)
     assert len(truth) == len(calls)
     assert store.stats().evicted_traces == 0
     assert store.stats().dropped_spans == 0
@@ -162,7 +167,7 @@ def test_under_span_cap_pressure_what_is_held_is_still_true(
         calls, policy, max_spans=max_spans, max_spans_per_trace=min(per_trace, max_spans)
     )
 
-    _judge_store(store, witness, policy)
+    _judge_store(store, witness, policy, exact_counts_only=False)
 
 
 @EXAMPLES
@@ -188,7 +193,7 @@ def test_one_pass_over_a_whole_trace_states_only_what_is_true(
         assert set(groups) == set(kept)
         for span_id, span in kept.items():
             if is_composite(span):
-                judge_composite(span, groups[span_id], policy)
+                judge_composite(span, groups[span_id], policy, exact_counts_only=True)
             else:
                 assert_verbatim(span, groups[span_id][0], None)
         assert per_name_stats(list(kept.values())) == per_name_stats(mine)
@@ -198,17 +203,17 @@ def test_the_generator_makes_composites_that_the_judge_actually_checks() -> None
     """Guard against a vacuous property: the strategies do produce varied composites."""
     judged = varied = 0
 
-    @settings(max_examples=25, deadline=None, database=None)
+    @settings(max_examples=25, deadline=None, database=None, derandomize=True)
     @given(agent_traces(), policies())
     def count(calls: list[Call], policy: CompactionPolicy) -> None:
         nonlocal judged, varied
         store, witness, _ = _record(calls, policy)
-        judged += _judge_store(store, witness, policy)
+        judged += _judge_store(store, witness, policy, exact_counts_only=True)
         for trace_id in store.trace_ids():
             for span in store.get(trace_id):
                 if (span.attributes or {}).get("otel_bounded.composite.varied_keys"):
                     varied += 1
 
     count()
-    assert judged > 10
-    assert varied > 3
+    assert judged >= 10
+    assert varied >= 5

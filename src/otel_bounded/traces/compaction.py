@@ -245,8 +245,16 @@ class CompactionResult:
     """len(input) - len(records)."""
 
 
-def compact_records(records: Sequence[Record], policy: CompactionPolicy) -> CompactionResult:
-    """Merge runs of similar fast sibling records of one trace; the input is not changed."""
+def compact_records(
+    records: Sequence[Record], policy: CompactionPolicy, *, exact_counts: bool = True
+) -> CompactionResult:
+    """Merge runs of similar fast sibling records of one trace; the input is not changed.
+
+    With `exact_counts` (the default) members are only merged while every
+    distinct-value count stays exact; without, as a store does when a trace
+    would otherwise lose spans, counts that can no longer be exact become
+    lower bounds, flagged as such.
+    """
     held = len(records)
     if held < 2 or (policy._exact_ns < 0 and policy._same_kind_ns < 0):
         return CompactionResult(list(records), {}, 0)
@@ -269,7 +277,7 @@ def compact_records(records: Sequence[Record], policy: CompactionPolicy) -> Comp
         # A repeated span id cannot be merged: `merged` could not say which one went where.
         blocked.update(_repeated_ids(records))
     blocked.update(_first_and_last(records, policy))
-    compaction = _Pass(records, policy, blocked)
+    compaction = _Pass(records, policy, blocked, exact_counts)
     for group in siblings.values():
         if len(group) > 1:
             try:
@@ -369,7 +377,7 @@ class _Candidate:
                 tail = _EXACT_TAIL if meta & _EXACT_MARK else _SAME_KIND_TAIL
                 keys, values = record[6], record[7]
                 plain = len(keys) - tail
-                varied = values[plain + 5 : plain + 8]
+                varied = values[plain + 5 : plain + 9]
                 view = composite_view(keys[:plain], values[:plain], *varied)
             else:
                 view = span_view(record[6], record[7])
@@ -390,6 +398,7 @@ class _Pass:
 
     __slots__ = (
         "blocked",
+        "exact_counts",
         "exact_ns",
         "key_info",
         "max_samples",
@@ -402,8 +411,15 @@ class _Pass:
         "same_kind_ns",
     )
 
-    def __init__(self, records: Sequence[Record], policy: CompactionPolicy, blocked: set[int]):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        policy: CompactionPolicy,
+        blocked: set[int],
+        exact_counts: bool,
+    ) -> None:
         self.records = records
+        self.exact_counts = exact_counts
         self.policy = policy
         self.blocked = blocked
         self.exact_ns = policy._exact_ns
@@ -608,7 +624,7 @@ class _Pass:
             if group is not None:
                 self.merge(segment, group, result, strategy)
             segment = [member]
-            group = Group(view)
+            group = Group(view, self.exact_counts)
         if group is not None:
             self.merge(segment, group, result, strategy)
 
@@ -646,9 +662,8 @@ class _Pass:
                 merged[member.record[0]] = composite_id
             if strategy == SAME_KIND:
                 _count_names(member, by_name)
-        plain_keys, plain_values, varied_keys, distinct, samples = group.attributes(
-            self.max_samples
-        )
+        plain_keys, plain_values, varied = group.attributes(self.max_samples)
+        varied_keys = varied[0]
         meta = first[4] & ~COMPOSITE_MARKS
         context = _context(first[8])
         extra = None if context is None else Extra(None, (), (), 0, 0, 0, *context)
@@ -664,7 +679,7 @@ class _Pass:
                 (
                     *plain_values,
                     *(count, total, low, high, EXACT_MATCH),
-                    *(varied_keys, distinct, samples),
+                    *varied,
                 ),
                 extra,
             )
@@ -687,9 +702,7 @@ class _Pass:
                     low,
                     high,
                     SAME_KIND,
-                    varied_keys,
-                    distinct,
-                    samples,
+                    *varied,
                     tuple(by_name),
                     *(tuple(row[column] for row in stats) for column in range(4)),
                 ),

@@ -110,12 +110,13 @@ class Compactor:
 
         A pass costs what its trace holds, so a trace is compacted again only
         once it grew by a quarter since its last pass: amortized O(1) per span.
-        Each trace leaves the queue when looked at and joins it again with its
-        next span.
+        A trace compacted here leaves the queue and joins it again with its
+        next span; one skipped stays in it.
         """
         traces = self._traces
         dirty = self._dirty
         last_pass = self._last_pass
+        waiting: list[int] = []
         while dirty and traces.weight > target:
             trace_id, _ = dirty.popitem(last=False)
             records = traces.get(trace_id)
@@ -123,16 +124,26 @@ class Compactor:
                 continue
             last = last_pass.get(trace_id, 0)
             if len(records) - last >= max(1, last // 4):
-                self.compact(trace_id, records)
+                self.compact(trace_id, records, exact_counts=False)
+            else:
+                waiting.append(trace_id)
+        # Not compacted yet: still grown since their last pass, in their old order.
+        for trace_id in reversed(waiting):
+            dirty[trace_id] = None
+            dirty.move_to_end(trace_id, last=False)
 
     def compact_if_grown(self, trace_id: int, records: list[Record]) -> bool:
         """Compact a full trace before dropping a span of it, unless nothing changed since."""
-        return trace_id in self._dirty and self.compact(trace_id, records)
+        return trace_id in self._dirty and self.compact(trace_id, records, exact_counts=False)
 
-    def compact(self, trace_id: int, records: list[Record]) -> bool:
-        """Compact one held trace in place; True when it merged anything."""
+    def compact(self, trace_id: int, records: list[Record], *, exact_counts: bool = True) -> bool:
+        """Compact one held trace in place; True when it merged anything.
+
+        Under pressure (`exact_counts=False`) a distinct-value count may become a
+        flagged lower bound rather than a span being dropped or a trace evicted.
+        """
         self._dirty.pop(trace_id, None)
-        result = compact_records(records, self._policy)
+        result = compact_records(records, self._policy, exact_counts=exact_counts)
         held = len(result.records)
         self._due[trace_id] = held + self._at_spans
         self._last_pass[trace_id] = held

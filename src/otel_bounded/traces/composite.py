@@ -8,9 +8,12 @@ values it took in all (a member lacking the key counts as one more value) and
 up to ``max_varied_samples`` of them as a JSON array (``null``: lacking), so a
 reader knows how much was left out.
 
-Counts stay exact across passes: a composite keeps only a sample of a varied
-key's values, so a group is only formed when the union of its members'
-distinct values can still be counted exactly (see `Group.add`).
+A composite keeps only a sample of a varied key's values, so two composites
+whose samples were both cut cannot tell how many distinct values they hold
+together. Normally such a group is not formed, and every count stays exact;
+under memory pressure (a trace at its cap) it is, and the count becomes a
+lower bound, flagged in ``otel_bounded.composite.varied_distinct_exact``
+(the member count is always an upper bound).
 
 This module owns the layout of a composite record's attributes: the
 composite's own plain attributes, then a fixed tail per strategy.
@@ -34,6 +37,7 @@ from otel_bounded.telemetry import (
     COMPOSITE_NAMES,
     COMPOSITE_STRATEGY,
     COMPOSITE_VARIED_DISTINCT,
+    COMPOSITE_VARIED_DISTINCT_EXACT,
     COMPOSITE_VARIED_KEYS,
     COMPOSITE_VARIED_SAMPLES,
 )
@@ -62,6 +66,7 @@ EXACT_TAIL: tuple[str, ...] = (
     COMPOSITE_STRATEGY,
     COMPOSITE_VARIED_KEYS,
     COMPOSITE_VARIED_DISTINCT,
+    COMPOSITE_VARIED_DISTINCT_EXACT,
     COMPOSITE_VARIED_SAMPLES,
 )
 """Attributes after an exact-match composite's plain ones, in this order."""
@@ -98,18 +103,20 @@ class Values:
 
     `known` maps each canonical value to the value (`None` for "lacking"), in
     the order first seen. When `distinct` is larger than `len(known)`, `known`
-    is only a sample (a composite's) and the rest is unknown.
+    is only a sample (a composite's) and the rest is unknown. `distinct` is
+    the exact count when `exact`, else a lower bound.
     """
 
-    __slots__ = ("distinct", "known")
+    __slots__ = ("distinct", "exact", "known")
 
-    def __init__(self, known: dict[Hashable, Any], distinct: int) -> None:
+    def __init__(self, known: dict[Hashable, Any], distinct: int, exact: bool = True) -> None:
         self.known = known
         self.distinct = distinct
+        self.exact = exact
 
     @property
     def complete(self) -> bool:
-        return self.distinct == len(self.known)
+        return self.exact and self.distinct == len(self.known)
 
 
 _LACKING_VALUES = ((_LACKING, None),)
@@ -132,12 +139,16 @@ def composite_view(
     values: Sequence[Any],
     varied_keys: Sequence[str],
     varied_distinct: Sequence[int],
+    varied_exact: Sequence[bool],
     varied_samples: Sequence[str],
 ) -> View:
     """The view of a composite made here: its plain attributes, then its varied keys."""
     view = span_view(keys, values)
-    for key, distinct, text in zip(varied_keys, varied_distinct, varied_samples, strict=True):
-        view[key] = Values({canon_or_lacking(value): value for value in samples_of(text)}, distinct)
+    for key, distinct, exact, text in zip(
+        varied_keys, varied_distinct, varied_exact, varied_samples, strict=True
+    ):
+        known = {canon_or_lacking(value): value for value in samples_of(text)}
+        view[key] = Values(known, distinct, exact)
     return view
 
 
@@ -146,58 +157,55 @@ def canon_or_lacking(value: Any) -> Hashable:
 
 
 class Group:
-    """Members' attribute values merged so far; every count in it is exact."""
+    """Members' attribute values merged so far."""
 
-    __slots__ = ("view",)
+    __slots__ = ("exact_only", "view")
 
-    def __init__(self, view: View) -> None:
-        self.view = {key: Values(dict(known.known), known.distinct) for key, known in view.items()}
+    def __init__(self, view: View, exact_only: bool = True) -> None:
+        self.view = {
+            key: Values(dict(known.known), known.distinct, known.exact)
+            for key, known in view.items()
+        }
+        self.exact_only = exact_only
 
     def add(self, other: View) -> bool:
         """Take in one more member's view, or return False and change nothing.
 
-        Two value sets can be united exactly when both are complete, or when the
-        complete one holds nothing outside the other's sample. Two truncated
-        samples never can: their unseen values may or may not overlap.
+        Two value sets can be united with an exact count when both are complete,
+        or when the complete one holds nothing outside the other's (exactly
+        counted) sample. Otherwise their unseen values may or may not overlap:
+        with `exact_only` the member is refused; without, the count becomes the
+        largest lower bound known, marked inexact.
         """
         mine = self.view
-        for key in mine.keys() | other.keys():
-            ours = mine.get(key)
-            theirs = other.get(key)
-            if ours is None:
-                ours = _lacking()
-            if theirs is None:
-                theirs = _lacking()
-            if ours.complete:
-                if not theirs.complete and not ours.known.keys() <= theirs.known.keys():
+        keys = mine.keys() | other.keys()
+        if self.exact_only:
+            for key in keys:
+                if _exact_union(mine.get(key) or _lacking(), other.get(key) or _lacking()) is None:
                     return False
-            elif not theirs.complete or not theirs.known.keys() <= ours.known.keys():
-                return False
-        for key in mine.keys() | other.keys():
-            ours = mine.get(key)
-            theirs = other.get(key)
-            if ours is None:
-                ours = mine[key] = _lacking()
-            if theirs is None:
-                theirs = _lacking()
-            if not ours.complete:
-                continue  # `theirs` is within the sample: nothing new
-            if theirs.complete:
-                ours.known.update(theirs.known)
-                ours.distinct = len(ours.known)
-            else:
-                ours.known = dict(theirs.known)
-                ours.distinct = theirs.distinct
+        for key in keys:
+            ours = mine.get(key) or _lacking()
+            theirs = other.get(key) or _lacking()
+            union = _exact_union(ours, theirs)
+            if union is None:
+                known = {**ours.known, **theirs.known}
+                union = Values(known, max(ours.distinct, theirs.distinct, len(known)), False)
+            mine[key] = union
         return True
 
     def attributes(
         self, max_samples: int
-    ) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
-        """(plain keys, plain values, varied keys, their distinct counts, their samples)."""
+    ) -> tuple[
+        tuple[str, ...],
+        tuple[Any, ...],
+        tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[str, ...]],
+    ]:
+        """(plain keys, plain values, (varied keys, distinct counts, exact flags, samples))."""
         plain_keys: list[str] = []
         plain_values: list[Any] = []
         varied_keys: list[str] = []
         distinct: list[int] = []
+        exact: list[bool] = []
         samples: list[str] = []
         for key, values in self.view.items():
             if values.distinct == 1 and values.complete:
@@ -208,16 +216,40 @@ class Group:
                     continue
             varied_keys.append(key)
             distinct.append(values.distinct)
+            exact.append(values.exact)
             samples.append(_samples_text(list(values.known.values())[:max_samples]))
-        return tuple(plain_keys), tuple(plain_values), *_empty_or(varied_keys, distinct, samples)
+        if not varied_keys:
+            return tuple(plain_keys), tuple(plain_values), _NOTHING_VARIED
+        return (
+            tuple(plain_keys),
+            tuple(plain_values),
+            (tuple(varied_keys), tuple(distinct), tuple(exact), tuple(samples)),
+        )
 
 
-def _empty_or(
-    keys: list[str], distinct: list[int], samples: list[str]
-) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
-    if not keys:
-        return (), (), ()
-    return tuple(keys), tuple(distinct), tuple(samples)
+_NOTHING_VARIED: tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[str, ...]] = (
+    (),
+    (),
+    (),
+    (),
+)
+
+
+def _exact_union(ours: Values, theirs: Values) -> Values | None:
+    """The union of two value sets with its exact count, or None when it cannot be known.
+
+    The result may be one of the arguments (not copied): callers replace, never mutate.
+    """
+    if ours.complete and theirs.complete:
+        if theirs.known.keys() <= ours.known.keys():
+            return ours
+        known = {**ours.known, **theirs.known}
+        return Values(known, len(known))
+    if ours.complete and theirs.exact and ours.known.keys() <= theirs.known.keys():
+        return theirs
+    if theirs.complete and ours.exact and theirs.known.keys() <= ours.known.keys():
+        return ours
+    return None
 
 
 def _samples_text(values: Iterable[Any]) -> str:
