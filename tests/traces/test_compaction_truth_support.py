@@ -238,12 +238,13 @@ class Call:
     link_to: int | None  # index of an earlier call of the same trace it links to
 
 
-Template = tuple[str, dict[str, Any], bool, bool]
+Template = tuple[str, dict[str, Any], bool, bool, bool]
 
 
 def _template(draw: st.DrawFn) -> Template:
     """A kind of call an agent repeats: its name and attributes, and whether each call carries
-    its own id and its task's id. Kinds of one name share their keys and differ in values."""
+    its own id, its task's id and one of a few chunk numbers. Kinds of one name share their
+    keys and differ in values."""
     name = draw(st.sampled_from(("execute_tool",) * 3 + ("db.query", "cache.get", "cache.set")))
     attributes: dict[str, Any]
     if name == "execute_tool":
@@ -255,17 +256,17 @@ def _template(draw: st.DrawFn) -> Template:
         attributes = {"db.system": "sqlite", "db.statement": draw(st.sampled_from(STATEMENTS))}
     else:
         attributes = {"db.system": "redis"}
-    return name, attributes, draw(st.booleans()), draw(st.booleans())
+    return name, attributes, draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
 
 
 def _call(
     draw: st.DrawFn, templates: Sequence[Template], index: int, task: int
 ) -> tuple[str, dict[str, Any], StatusCode | None]:
-    if draw(st.integers(0, 5)):
-        name, base, with_id, with_task = draw(st.sampled_from(templates))
+    if draw(st.integers(0, 7)):
+        name, base, with_id, with_task, with_chunk = draw(st.sampled_from(templates))
         status = draw(st.sampled_from((None,) * 6 + (StatusCode.OK,)))
     else:
-        name, base, with_id, with_task = _template(draw)
+        name, base, with_id, with_task, with_chunk = _template(draw)
         status = draw(st.sampled_from(STATUSES))
     if name == "execute_tool" and draw(st.integers(0, 7)) == 0:
         name = "task"
@@ -274,7 +275,9 @@ def _call(
         attributes["call.id"] = f"call-{index}"  # a per-call id
     if with_task:
         attributes["task.id"] = task
-    if draw(st.integers(0, 7)) == 0:
+    if with_chunk:
+        attributes["chunk"] = draw(st.integers(0, 2))  # a few values, repeated across calls
+    if draw(st.integers(0, 11)) == 0:
         attributes["retry"] = draw(st.sampled_from((1, True, 1.0, "1", (1, 2), -0.0, 0.0)))
     return name, attributes, status
 

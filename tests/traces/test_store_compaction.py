@@ -483,3 +483,39 @@ def test_unresolved_ids_are_reported_as_a_metric_from_zero() -> None:
     recorder.chatty_trace(20)
     assert unresolved() == {"max_remembered_ids": store.stats().spans_compacted}
     assert store.stats().spans_compacted > 0
+
+
+def test_at_its_cap_a_trace_of_calls_with_per_call_ids_keeps_every_span_with_flagged_counts() -> (
+    None
+):
+    # Exact distinct counts would keep a composite per pass here and fill the trace;
+    # at its cap, composites merge anyway and say their counts are lower bounds.
+    from opentelemetry import trace
+
+    store = TraceStore(max_spans_per_trace=20, compaction=CompactionPolicy(compact_at_spans=8))
+    recorder = Recorder(store)
+    root = recorder.tracer.start_span("invoke_agent", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    for index in range(500):
+        call = recorder.tracer.start_span(
+            "execute_tool",
+            context=parent,
+            start_time=T0 + (index + 1) * MS,
+            attributes={"gen_ai.tool.name": "bash", "call.id": f"call-{index}"},
+        )
+        call.end(end_time=T0 + (index + 1) * MS + 500)
+    root.end(end_time=T0 + 501 * MS)
+
+    trace_id = root.get_span_context().trace_id
+    assert store.stats().dropped_spans == 0
+    held = store.get(trace_id)
+    flags = [
+        flag
+        for span in held
+        for flag in (span.attributes or {}).get("otel_bounded.composite.varied_distinct_exact", ())
+    ]
+    assert False in flags
+    assert operation_totals(held) == operation_totals(
+        recorder.sdk_spans(root.get_span_context().trace_id)
+    )
+    assert accounted(store)
