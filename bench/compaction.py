@@ -85,7 +85,7 @@ class TraceRecords:
         self.since += 1
         local_root = record[4] & (HAS_PARENT | PARENT_IS_REMOTE) != HAS_PARENT
         if local_root or self.since >= policy.compact_at_spans:
-            result = compact_records(self.records, policy)
+            result = compact_records(self.records, policy, exact_counts=False)
             self.records = result.records
             self.since = 0
             if self.merged is not None:

@@ -616,11 +616,20 @@ class _Pass:
             return
         segment: list[_Candidate] = []
         group: Group | None = None
+        # Exact-match members share their key set: a plain span joins a group whose
+        # value sets are all complete in place, without a view of its own.
+        same_keys = strategy == EXACT_MATCH
         for member in run:
+            record = member.record
+            if group is not None:
+                if same_keys and group.complete and not record[4] & COMPOSITE_MARKS:
+                    group.add_span(record[6], record[7])
+                    segment.append(member)
+                    continue
+                if group.add(member.values()):
+                    segment.append(member)
+                    continue
             view = member.values()
-            if group is not None and group.add(view):
-                segment.append(member)
-                continue
             if group is not None:
                 self.merge(segment, group, result, strategy)
             segment = [member]

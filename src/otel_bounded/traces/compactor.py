@@ -25,8 +25,9 @@ from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Record
 __all__ = ["Compactor"]
 
 # Per trace: merged-away ids sorted for bisect, a parallel array of slots into
-# the trace's few composite ids, and those ids. A dict would cost about 72
-# bytes a merged span and eat most of what compaction saves.
+# the trace's few composite ids (empty when there is one), and those ids. A
+# dict would cost about 72 bytes a merged span and eat most of what
+# compaction saves.
 _MergedIds = tuple["array[int]", "array[int]", "array[int]"]
 
 
@@ -84,7 +85,7 @@ class Compactor:
         index = bisect_left(members, span_id)
         if index == len(members) or members[index] != span_id:
             return None
-        return composites[slots[index]]
+        return composites[slots[index]] if slots else composites[0]
 
     def adopt(self, trace_id: int, record: Record) -> Record:
         """`record`, re-parented to a composite if its parent was merged away."""
@@ -124,7 +125,7 @@ class Compactor:
                 continue
             last = last_pass.get(trace_id, 0)
             if len(records) - last >= max(1, last // 4):
-                self.compact(trace_id, records, exact_counts=False)
+                self.compact(trace_id, records)
             else:
                 waiting.append(trace_id)
         # Not compacted yet: still grown since their last pass, in their old order.
@@ -134,16 +135,18 @@ class Compactor:
 
     def compact_if_grown(self, trace_id: int, records: list[Record]) -> bool:
         """Compact a full trace before dropping a span of it, unless nothing changed since."""
-        return trace_id in self._dirty and self.compact(trace_id, records, exact_counts=False)
+        return trace_id in self._dirty and self.compact(trace_id, records)
 
-    def compact(self, trace_id: int, records: list[Record], *, exact_counts: bool = True) -> bool:
+    def compact(self, trace_id: int, records: list[Record]) -> bool:
         """Compact one held trace in place; True when it merged anything.
 
-        Under pressure (`exact_counts=False`) a distinct-value count may become a
-        flagged lower bound rather than a span being dropped or a trace evicted.
+        A composite of an earlier pass keeps only a sample of a varied key's
+        values, so when it absorbs values it may not have seen, the key's
+        distinct count becomes a lower bound, flagged as such: the store keeps
+        a trace small rather than keep a composite per pass.
         """
         self._dirty.pop(trace_id, None)
-        result = compact_records(records, self._policy, exact_counts=exact_counts)
+        result = compact_records(records, self._policy, exact_counts=False)
         held = len(result.records)
         self._due[trace_id] = held + self._at_spans
         self._last_pass[trace_id] = held
@@ -163,9 +166,12 @@ class Compactor:
             members, slots, composites = held
             self._remembered -= len(members)
             # A composite merged into a larger one: its members now belong to that one.
+            owners = (
+                [composites[slot] for slot in slots] if slots else [composites[0]] * len(members)
+            )
             pairs = {
-                member: merged.get(composites[slot], composites[slot])
-                for member, slot in zip(members, slots, strict=True)
+                member: merged.get(owner, owner)
+                for member, owner in zip(members, owners, strict=True)
             }
         # This pass's merges win: with the budget full, they are kept first.
         pairs = {**merged, **{m: c for m, c in pairs.items() if m not in merged}}
@@ -182,14 +188,18 @@ class Compactor:
             return
         # Sorted for bisect in `resolve`; a pass sorts anyway, this is part of it.
         ordered = sorted(pairs.items())
-        # A trace has few composites: each merged id points at one by a 2-byte slot.
+        # A trace has few composites: each merged id points at one by a slot of one
+        # or two bytes, or by none when there is a single composite.
         composites_of: dict[int, int] = {}
         for _, composite in ordered:
             composites_of.setdefault(composite, len(composites_of))
+        count = len(composites_of)
         self._merged[trace_id] = (
             array("Q", [member for member, _ in ordered]),
-            array(
-                "H" if len(composites_of) <= 0xFFFF else "I",
+            array("B")
+            if count == 1
+            else array(
+                "B" if count <= 0xFF else "H" if count <= 0xFFFF else "I",
                 [composites_of[composite] for _, composite in ordered],
             ),
             array("Q", composites_of),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from otel_bounded.telemetry import (
     COMPOSITE_COUNT,
@@ -91,6 +91,9 @@ def canon(value: Any) -> Hashable:
     reader of the text would see them; sequences element by element.
     """
     cls = value.__class__
+    if cls is str or cls is int:
+        # The common case: no other type's form equals a str or an int.
+        return cast(Hashable, value)
     if cls is float:
         return (float, repr(value))
     if cls is tuple or cls is list:
@@ -157,16 +160,27 @@ def canon_or_lacking(value: Any) -> Hashable:
 
 
 class Group:
-    """Members' attribute values merged so far."""
+    """Members' attribute values merged so far; it owns (and updates) its value sets."""
 
-    __slots__ = ("exact_only", "view")
+    __slots__ = ("complete", "exact_only", "view")
 
     def __init__(self, view: View, exact_only: bool = True) -> None:
-        self.view = {
-            key: Values(dict(known.known), known.distinct, known.exact)
-            for key, known in view.items()
-        }
+        self.view = {key: _copy(known) for key, known in view.items()}
         self.exact_only = exact_only
+        self.complete = all(known.complete for known in self.view.values())
+        """Every value set is complete: a span with the same keys can be added in place."""
+
+    def add_span(self, keys: Sequence[str], values: Sequence[Any]) -> None:
+        """Add one span carrying exactly the group's keys; only when `complete`."""
+        mine = self.view
+        for key, value in zip(keys, values, strict=True):
+            entry = mine[key]
+            cls = value.__class__
+            canonical = value if cls is str or cls is int else canon(value)
+            known = entry.known
+            if canonical not in known:
+                known[canonical] = value
+                entry.distinct += 1
 
     def add(self, other: View) -> bool:
         """Take in one more member's view, or return False and change nothing.
@@ -190,7 +204,8 @@ class Group:
             if union is None:
                 known = {**ours.known, **theirs.known}
                 union = Values(known, max(ours.distinct, theirs.distinct, len(known)), False)
-            mine[key] = union
+            mine[key] = union if union is ours else _copy(union)
+        self.complete = all(known.complete for known in mine.values())
         return True
 
     def attributes(
@@ -233,6 +248,10 @@ _NOTHING_VARIED: tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple
     (),
     (),
 )
+
+
+def _copy(values: Values) -> Values:
+    return Values(dict(values.known), values.distinct, values.exact)
 
 
 def _exact_union(ours: Values, theirs: Values) -> Values | None:
