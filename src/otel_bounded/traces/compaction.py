@@ -276,8 +276,9 @@ def compact_records(
     if len({record[0] for record in records}) < held:
         # A repeated span id cannot be merged: `merged` could not say which one went where.
         blocked.update(_repeated_ids(records))
-    blocked.update(_first_and_last(records, policy))
-    compaction = _Pass(records, policy, blocked, exact_counts)
+    identities, first_and_last = _identities(records, policy)
+    blocked.update(first_and_last)
+    compaction = _Pass(records, policy, blocked, exact_counts, identities)
     for group in siblings.values():
         if len(group) > 1:
             try:
@@ -299,27 +300,33 @@ def compact_records(
     return CompactionResult(kept, merged, held - len(kept))
 
 
-def _first_and_last(records: Sequence[Record], policy: CompactionPolicy) -> set[int]:
-    """Span ids of the first and the last occurrence (by start, then id) of each operation.
+def _identities(
+    records: Sequence[Record], policy: CompactionPolicy
+) -> tuple[list[tuple[Hashable, ...]], set[int]]:
+    """Per record, the identity keys present with their values; and the span ids of the first
+    and the last occurrence (by start, then id) of each operation.
 
-    An operation is a name with the values of the identity keys present.
-    Composites are skipped: their members were never a first or last one.
+    An operation is a name with its identity. Composites are skipped for first and
+    last: their members were never a first or last one. A composite's identity keys
+    are among its plain attributes, as every member had the same values.
     """
     key_infos = policy._key_infos
+    identities: list[tuple[Hashable, ...]] = []
     firsts: dict[Hashable, tuple[int, int]] = {}
     lasts: dict[Hashable, tuple[int, int]] = {}
     for record in records:
+        keys = record[6]
+        present = (key_infos.get(keys) or policy._key_info(keys))[1]
+        if present:
+            values = record[7]
+            identity: tuple[Hashable, ...] = tuple((key, canon(values[i])) for key, i in present)
+        else:
+            identity = ()
+        identities.append(identity)
         start = record[2]
         if start is None or record[4] & COMPOSITE_MARKS:
             continue
-        keys = record[6]
-        info = key_infos.get(keys) or policy._key_info(keys)
-        values = record[7]
-        operation = (
-            (record[5], tuple((key, canon(values[i])) for key, i in info[1]))
-            if info[1]
-            else record[5]
-        )
+        operation = (record[5], identity) if identity else record[5]
         order = (start, record[0])
         first = firsts.get(operation)
         if first is None:
@@ -328,7 +335,8 @@ def _first_and_last(records: Sequence[Record], policy: CompactionPolicy) -> set[
             firsts[operation] = order
         elif order > lasts[operation]:
             lasts[operation] = order
-    return {order[1] for order in firsts.values()} | {order[1] for order in lasts.values()}
+    ends = {order[1] for order in firsts.values()} | {order[1] for order in lasts.values()}
+    return identities, ends
 
 
 class _Candidate:
@@ -400,6 +408,7 @@ class _Pass:
         "blocked",
         "exact_counts",
         "exact_ns",
+        "identities",
         "key_info",
         "max_samples",
         "merged",
@@ -417,8 +426,10 @@ class _Pass:
         policy: CompactionPolicy,
         blocked: set[int],
         exact_counts: bool,
+        identities: list[tuple[Hashable, ...]],
     ) -> None:
         self.records = records
+        self.identities = identities
         self.exact_counts = exact_counts
         self.policy = policy
         self.blocked = blocked
@@ -444,6 +455,7 @@ class _Pass:
         records = self.records
         blocked = self.blocked
         protected = self.protected
+        key_infos = self.policy._key_infos
         candidates: list[_Candidate | None] = []
         append = candidates.append
         for entry in group:
@@ -473,7 +485,7 @@ class _Pass:
                 or start is None
                 or end is None
                 or end < start
-                or self.key_info(keys)[0]
+                or (key_infos.get(keys) or self.key_info(keys))[0]
             ):
                 append(None)
             else:
@@ -498,17 +510,14 @@ class _Pass:
         return _Candidate(index, record, count, total, low, high, end, keys[:plain] + varied_keys)
 
     def identity(self, candidate: _Candidate) -> tuple[Hashable, ...]:
-        """The identity keys present and their values: spans differing here never merge.
-
-        A composite's identity keys are among its plain attributes, as every
-        member had the same values.
-        """
+        """The identity keys present and their values: spans differing here never merge."""
+        index = candidate.index
+        if candidate.record is self.records[index]:
+            return self.identities[index]
+        # A composite made in this pass, standing where its last member was.
         record = candidate.record
-        keys = record[6]
         values = record[7]
-        present = self.key_info(keys)[1]
-        if not present:
-            return ()
+        present = self.key_info(record[6])[1]
         return tuple((key, canon(values[i])) for key, i in present)
 
     # -- exact match -----------------------------------------------------
@@ -616,17 +625,17 @@ class _Pass:
             return
         segment: list[_Candidate] = []
         group: Group | None = None
-        # Exact-match members share their key set: a plain span joins a group whose
-        # value sets are all complete in place, without a view of its own.
+        # Exact-match members share their key set: a plain span joins a group in
+        # place, without a view of its own.
         same_keys = strategy == EXACT_MATCH
         for member in run:
             record = member.record
             if group is not None:
-                if same_keys and group.complete and not record[4] & COMPOSITE_MARKS:
-                    group.add_span(record[6], record[7])
-                    segment.append(member)
-                    continue
-                if group.add(member.values()):
+                if same_keys and not record[4] & COMPOSITE_MARKS:
+                    if group.add_span(record[6], record[7]):
+                        segment.append(member)
+                        continue
+                elif group.add(member.values()):
                     segment.append(member)
                     continue
             view = member.values()

@@ -168,19 +168,32 @@ class Group:
         self.view = {key: _copy(known) for key, known in view.items()}
         self.exact_only = exact_only
         self.complete = all(known.complete for known in self.view.values())
-        """Every value set is complete: a span with the same keys can be added in place."""
+        """Every value set is complete: every span with the same keys can be added."""
 
-    def add_span(self, keys: Sequence[str], values: Sequence[Any]) -> None:
-        """Add one span carrying exactly the group's keys; only when `complete`."""
+    def add_span(self, keys: Sequence[str], values: Sequence[Any]) -> bool:
+        """`add` for one span carrying exactly the group's keys, updating in place."""
         mine = self.view
-        for key, value in zip(keys, values, strict=True):
-            entry = mine[key]
-            cls = value.__class__
-            canonical = value if cls is str or cls is int else canon(value)
+        pairs = [
+            (mine[key], value if value.__class__ is str or value.__class__ is int else canon(value))
+            for key, value in zip(keys, values, strict=True)
+        ]
+        if self.exact_only and not self.complete:
+            for entry, canonical in pairs:
+                if canonical not in entry.known and not entry.complete:
+                    return False  # a value the sample may or may not hide
+        for (entry, canonical), value in zip(pairs, values, strict=True):
             known = entry.known
-            if canonical not in known:
-                known[canonical] = value
+            if canonical in known:
+                continue
+            if entry.exact and entry.distinct == len(known):
                 entry.distinct += 1
+                known[canonical] = value
+            else:
+                known[canonical] = value
+                entry.exact = False
+                if len(known) > entry.distinct:
+                    entry.distinct = len(known)
+        return True
 
     def add(self, other: View) -> bool:
         """Take in one more member's view, or return False and change nothing.
