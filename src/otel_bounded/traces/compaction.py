@@ -32,9 +32,11 @@ no attribute a user sets can make unrelated spans merge.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -146,7 +148,13 @@ _NS_PER_MS = 1_000_000
 # Per attribute key tuple: carries composite attributes; (key, index) of each
 # identity key present, in policy order; (key, index) of each `same_kind_keys`
 # attribute present, in policy order; the key set.
-_KeyInfo = tuple[bool, tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], frozenset[str]]
+_KeyInfo = tuple[
+    bool,
+    tuple[tuple[str, int], ...],
+    tuple[tuple[str, int], ...],
+    frozenset[str],
+    tuple[tuple[str, ...], Callable[[Sequence[Any]], tuple[Any, ...]]],
+]
 
 
 @dataclass(frozen=True)
@@ -220,11 +228,13 @@ class CompactionPolicy:
     def _key_info(self, keys: tuple[str, ...]) -> _KeyInfo:
         info = self._key_infos.get(keys)
         if info is None:
+            identity = tuple((key, keys.index(key)) for key in self._identity if key in keys)
             info = (
                 any(key.startswith(_COMPOSITE_PREFIX) for key in keys),
-                tuple((key, keys.index(key)) for key in self._identity if key in keys),
+                identity,
                 tuple((key, keys.index(key)) for key in self.same_kind_keys if key in keys),
                 frozenset(keys),
+                (tuple(key for key, _ in identity), _getter(tuple(i for _, i in identity))),
             )
             # Racing threads store equal values, so no lock is needed.
             if len(self._key_infos) < _MAX_CACHED:
@@ -314,16 +324,19 @@ def _identities(
     identities: list[tuple[Hashable, ...]] = []
     firsts: dict[Hashable, tuple[int, int]] = {}
     lasts: dict[Hashable, tuple[int, int]] = {}
+    # A span whose name occurs at most twice is the first or the last of its operation:
+    # no need to work out its identity. (A composite's name counts as one more.)
+    occurrences = Counter([record[5] for record in records])
+    alone: set[int] = set()
     for record in records:
-        keys = record[6]
-        present = (key_infos.get(keys) or policy._key_info(keys))[1]
-        if present:
-            values = record[7]
-            identity: tuple[Hashable, ...] = tuple((key, canon(values[i])) for key, i in present)
-        else:
-            identity = ()
-        identities.append(identity)
         start = record[2]
+        if start is not None and occurrences[record[5]] < 3 and not record[4] & COMPOSITE_MARKS:
+            identities.append(())
+            alone.add(record[0])
+            continue
+        keys = record[6]
+        identity = _identity_of((key_infos.get(keys) or policy._key_info(keys))[4], record[7])
+        identities.append(identity)
         if start is None or record[4] & COMPOSITE_MARKS:
             continue
         operation = (record[5], identity) if identity else record[5]
@@ -335,8 +348,36 @@ def _identities(
             firsts[operation] = order
         elif order > lasts[operation]:
             lasts[operation] = order
-    ends = {order[1] for order in firsts.values()} | {order[1] for order in lasts.values()}
-    return identities, ends
+    alone.update(order[1] for order in firsts.values())
+    alone.update(order[1] for order in lasts.values())
+    return identities, alone
+
+
+def _getter(indexes: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    if not indexes:
+        return lambda values: ()
+    if len(indexes) == 1:
+        (index,) = indexes
+        return lambda values: (values[index],)
+    return itemgetter(*indexes)
+
+
+_NOT_PLAIN = (float, tuple, list)
+
+
+def _identity_of(
+    info: tuple[tuple[str, ...], Callable[[Sequence[Any]], tuple[Any, ...]]], values: Sequence[Any]
+) -> tuple[Hashable, ...]:
+    """The identity keys present with their values, equal only for equal types and values."""
+    names, getter = info
+    if not names:
+        return ()
+    found = getter(values)
+    types = tuple(map(type, found))
+    # Floats and arrays compare loosely (0.0 == -0.0, (1,) == (True,)): canonical forms.
+    if _NOT_PLAIN[0] in types or _NOT_PLAIN[1] in types or _NOT_PLAIN[2] in types:
+        return (names, tuple(canon(value) for value in found))
+    return (names, found, types)
 
 
 class _Candidate:
@@ -516,9 +557,7 @@ class _Pass:
             return self.identities[index]
         # A composite made in this pass, standing where its last member was.
         record = candidate.record
-        values = record[7]
-        present = self.key_info(record[6])[1]
-        return tuple((key, canon(values[i])) for key, i in present)
+        return _identity_of(self.key_info(record[6])[4], record[7])
 
     # -- exact match -----------------------------------------------------
 
