@@ -68,6 +68,8 @@ APPROVAL_MAX_USES = "otel_bounded.approval.max_uses"
 APPROVAL_DELEGATED = "otel_bounded.approval.delegated_execution"
 APPROVAL_CHAIN_LENGTH = "otel_bounded.approval.delegation_chain.length"
 APPROVAL_REASON_CODE = "otel_bounded.approval.reason_code"
+APPROVAL_ARGUMENTS_DIGEST = "otel_bounded.approval.arguments_digest"
+APPROVAL_STORE_KIND = "otel_bounded.approval_store"
 
 COMPOSITE_COUNT = "otel_bounded.composite.count"
 COMPOSITE_DURATION_SUM_NS = "otel_bounded.composite.duration_sum_ns"
