@@ -264,8 +264,11 @@ CREATE TABLE IF NOT EXISTS approval_grants (
     -- The hashed, folded requester while the grant is pending, else NULL.
     requester TEXT,
     -- Live: when the grant expires. Ended: when its record may be dropped.
-    held_until REAL NOT NULL
+    held_until REAL NOT NULL,
+    -- Ended: the order grants ended in, oldest first, for max_terminal.
+    ended_order INTEGER
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS approval_grants_by_end ON approval_grants (ended_order);
 CREATE INDEX IF NOT EXISTS approval_grants_by_expiry ON approval_grants (live, held_until);
 CREATE INDEX IF NOT EXISTS approval_grants_pending ON approval_grants (requester, held_until);
 -- COUNT(*) reads every row; triggers keep the counts in step instead.
@@ -413,13 +416,22 @@ class SQLiteApprovalStore:
         self, db: sqlite3.Connection, record: GrantRecord, now: float, bounds: StoreBounds
     ) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO approval_grants VALUES (?, ?, ?, ?, ?)",
+            # An upsert, not INSERT OR REPLACE: a replace deletes without firing the
+            # delete trigger, and the counts would drift.
+            "INSERT INTO approval_grants VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET record = excluded.record, live = excluded.live, requester = excluded.requester, "
+            "held_until = excluded.held_until, ended_order = excluded.ended_order",
             (
                 record.key,
                 record.to_json(),
                 int(record.live),
                 record.requester_key if record.pending else None,
                 record.held_until,
+                None
+                if record.live
+                else db.execute(
+                    "SELECT IFNULL(MAX(ended_order), 0) + 1 FROM approval_grants"
+                ).fetchone()[0],
             ),
         )
         if not record.live:
@@ -441,10 +453,10 @@ class SQLiteApprovalStore:
         over = int(db.execute("SELECT ended FROM approval_counts").fetchone()[0])
         over -= bounds.max_terminal
         if over > 0:
-            # Oldest first: the records due to be forgotten soonest.
+            # The earliest ended first.
             db.execute(
                 "DELETE FROM approval_grants WHERE key IN (SELECT key FROM approval_grants "
-                "WHERE live = 0 ORDER BY held_until LIMIT ?)",
+                "WHERE ended_order IS NOT NULL ORDER BY ended_order LIMIT ?)",
                 (over,),
             )
             self._evictions.add(0, over)
@@ -455,19 +467,31 @@ class SQLiteApprovalStore:
 
 # -- Redis -------------------------------------------------------------------
 
-# Drops ended records past retention, then the oldest past max_terminal; runs
-# inside the decision's MULTI, so the bound holds the moment it commits.
-# KEYS[1]: the ended index. ARGV: now, max_terminal, the record key prefix.
-_REDIS_TRIM = """
+# Files an ended record (ARGV[4], unless empty) under its forget time (ARGV[5])
+# and its end order, then drops ended records past retention, then the
+# earliest ended past max_terminal. It runs inside the decision's MULTI, so the
+# bound holds the moment the decision commits.
+# KEYS: the ended index by forget time, by end order, the end counter.
+# ARGV: now, max_terminal, the record key prefix, the key ending, its forget time.
+_REDIS_RETIRE = """
+if ARGV[4] ~= '' then
+  local order = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[4])
+  redis.call('ZADD', KEYS[2], order, ARGV[4])
+end
 local forgotten = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, key in ipairs(forgotten) do redis.call('DEL', ARGV[3] .. key) end
+for _, key in ipairs(forgotten) do
+  redis.call('DEL', ARGV[3] .. key)
+  redis.call('ZREM', KEYS[2], key)
+end
 if #forgotten > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
 local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
 local pushed = 0
 if over > 0 then
-  local oldest = redis.call('ZPOPMIN', KEYS[1], over)
+  local oldest = redis.call('ZPOPMIN', KEYS[2], over)
   for i = 1, #oldest, 2 do
     redis.call('DEL', ARGV[3] .. oldest[i])
+    redis.call('ZREM', KEYS[1], oldest[i])
     pushed = pushed + 1
   end
 end
@@ -503,6 +527,8 @@ class RedisApprovalStore:
         self._records = f"{key_prefix}g:"
         self._live = f"{key_prefix}live"
         self._ended = f"{key_prefix}ended"
+        self._ended_order = f"{key_prefix}ended_order"
+        self._ended_count = f"{key_prefix}ended_count"
         # Shown in reprs and errors, which reach spans: never a credential.
         self._description = redact_url(description)
         self._what = f"Redis {_WHAT} {self._description}"
@@ -590,7 +616,7 @@ class RedisApprovalStore:
             for member in expired:
                 key = member.decode("ascii") if isinstance(member, bytes) else str(member)
                 self.update(key, now, bounds, lambda held: _expire_decision(held, now, bounds))
-            self._count_trim([self._client.eval(_REDIS_TRIM, 1, *self._trim_args(now, bounds))])
+            self._count_trim([self._client.eval(*self._retire_args(None, now, bounds))])
 
     def counts(self, now: float, bounds: StoreBounds) -> tuple[int, int]:
         self.sweep(now, bounds)
@@ -607,8 +633,21 @@ class RedisApprovalStore:
     def close(self) -> None:
         self._client.close()
 
-    def _trim_args(self, now: float, bounds: StoreBounds) -> tuple[str, str, int, str]:
-        return (self._ended, repr(now), bounds.max_terminal, self._records)
+    def _retire_args(
+        self, ending: GrantRecord | None, now: float, bounds: StoreBounds
+    ) -> tuple[str | int, ...]:
+        return (
+            _REDIS_RETIRE,
+            3,
+            self._ended,
+            self._ended_order,
+            self._ended_count,
+            repr(now),
+            bounds.max_terminal,
+            self._records,
+            "" if ending is None else ending.key,
+            "" if ending is None else repr(ending.held_until),
+        )
 
     def _queue_write(
         self,
@@ -625,12 +664,11 @@ class RedisApprovalStore:
             pipe.zadd(self._live, {key: new.expires_at})
         else:
             pipe.zrem(self._live, key)
-            pipe.zadd(self._ended, {key: new.held_until})
         if new.pending:
             pipe.zadd(pending, {key: new.expires_at})
         elif old is None or old.pending:
             pipe.zrem(pending, key)
-        pipe.eval(_REDIS_TRIM, 1, *self._trim_args(now, bounds))
+        pipe.eval(*self._retire_args(None if new.live else new, now, bounds))
 
     def _count_trim(self, replies: list[Any]) -> None:
         forgotten, pushed = replies[-1]
