@@ -146,9 +146,7 @@ def test_tokens_are_stored_only_as_digests(shared_store_url: str, clock: FakeClo
         )
     else:
         client = redis.Redis.from_url(shared_store_url)
-        stored = b"".join(
-            key + (client.dump(key) or b"") for key in client.scan_iter(count=1000)
-        )
+        stored = b"".join(key + (client.dump(key) or b"") for key in client.scan_iter(count=1000))
         client.close()
     assert stored
     for token in tokens:
@@ -365,6 +363,3 @@ def test_a_scope_restored_from_a_store_equals_the_one_requested(
     audit = replica(shared_store_url, clock).approve(grant.token, approver="alice")
     assert audit.scope == scope
     assert grant.scope == scope
-
-
-

@@ -32,6 +32,8 @@ from otel_bounded.approvals.model import (
     ApprovalStatus,
 )
 from otel_bounded.approvals.names import (
+    MAX_NAME_LENGTH,
+    TOKEN_LENGTH,
     check_name,
     check_reason,
     plain_str,
@@ -682,15 +684,18 @@ class ApprovalLedger:
         text = plain_str(value)
         if text is None:
             return None
-        runs = {window for _, window in token_shaped_windows(text)}
-        if runs:
+        # Only what can be shown is searched (a token straddling the cut included),
+        # so a 5 MB actor costs what a short one does.
+        head = text[: MAX_NAME_LENGTH + TOKEN_LENGTH]
+        windows = {window for _, window in token_shaped_windows(head)}
+        if windows:
             try:
-                held = self._store.holds_any({_digest(window) for window in runs})
+                held = self._store.holds_any({_digest(window) for window in windows})
             except StoreFailure:
                 held = True  # cannot tell: hide whatever could be a token
             if held:
-                text = _redact_token_shaped(text)
-        return presented(text)
+                head = _redact_token_shaped(head)
+        return presented(head, len(text))
 
     def _at_fork_reinit(self) -> None:
         # A lock held by another thread at fork() would stay held forever in the
@@ -731,7 +736,9 @@ def _redact_token_shaped(text: str) -> str:
 def _shown_plainly(actor: object) -> str | None:
     # The store is gone, so held tokens cannot be told apart: hide every candidate.
     text = plain_str(actor)
-    return None if text is None else presented(_redact_token_shaped(text))
+    if text is None:
+        return None
+    return presented(_redact_token_shaped(text[: MAX_NAME_LENGTH + TOKEN_LENGTH]), len(text))
 
 
 def _no_approval() -> NoReturn:

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_IGNORABLE_RANGES",
     "MAX_NAME_LENGTH",
     "MAX_REASON_LENGTH",
+    "TOKEN_LENGTH",
     "check_name",
     "check_reason",
     "is_default_ignorable",
@@ -73,8 +74,8 @@ _IGNORABLE = re.compile(
 # Categories that print as nothing (control, format, surrogate, unassigned)
 # or break the line (line and paragraph separators).
 _UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-# What secrets.token_urlsafe(32) returns: 43 characters of the URL-safe alphabet.
 TOKEN_LENGTH = 43
+"""Length of an approval token: `secrets.token_urlsafe(32)`, 43 URL-safe characters."""
 _TOKEN_SHAPED = re.compile(f"[A-Za-z0-9_-]{{{TOKEN_LENGTH},}}")
 
 
@@ -171,21 +172,22 @@ def check_reason(name: str, value: object) -> str:
     return text
 
 
-def presented(text: str) -> str:
+def presented(text: str, length: int | None = None) -> str:
     """A presented value as spans and messages may show it: bounded, on one line, unambiguous.
 
-    At most `MAX_NAME_LENGTH` characters of it are kept (with the count cut
-    off), and every character a reader could not see (controls, line breaks,
-    format and default-ignorable characters, lone surrogates) or a backslash
-    is escaped as Python writes it, so ``"bob\\n"`` and ``"bob"`` differ.
+    At most `MAX_NAME_LENGTH` characters of it are kept (then the length of
+    the whole, `length` if the caller cut it already), and every character a
+    reader could not see (controls, line breaks, format and default-ignorable
+    characters, lone surrogates) or a backslash is escaped as Python writes
+    it, so ``"bob\\n"`` and ``"bob"`` differ.
     """
+    total = len(text) if length is None else length
     kept = text[:MAX_NAME_LENGTH]
     if kept.isprintable() and "\\" not in kept and _IGNORABLE.search(kept) is None:
         shown = kept
     else:
         shown = "".join(_escaped(char) for char in kept)
-    cut = len(text) - len(kept)
-    return f"{shown}...(+{cut} characters)" if cut else shown
+    return f"{shown}...({total} characters in all)" if total > len(kept) else shown
 
 
 def _escaped(char: str) -> str:
