@@ -216,12 +216,17 @@ def _count(field: str, source: str = "stats") -> Callable[[Any, dict[str, str]],
 
 
 def _counts_by(
-    field: str, key: str, source: str = "stats"
+    field: str, key: str, source: str = "stats", every: Iterable[str] = ()
 ) -> Callable[[Any, dict[str, str]], Reading]:
-    """Read a mapping of counts, one point per label, the label under attribute `key`."""
+    """Read a mapping of counts, one point per label, the label under attribute `key`.
+
+    Every label in `every` is reported, from 0, before its first event: a
+    series that first appears at 1 hides that event from `increase()`.
+    """
+    zeros = dict.fromkeys(every, 0)
 
     def read(owner: Any, component: dict[str, str]) -> Reading:
-        counts: Mapping[str, int] = getattr(getattr(owner, source)(), field)
+        counts: Mapping[str, int] = {**zeros, **getattr(getattr(owner, source)(), field)}
         return [(count, {**component, key: label}) for label, count in counts.items()]
 
     return read
@@ -281,13 +286,20 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
     )
     meter.create_observable_counter(
         TRACE_STORE_EVICTIONS,
-        callbacks=[_callback(owners, _counts_by("evictions_by_reason", EVICTION_REASON))],
+        callbacks=[
+            _callback(
+                owners,
+                _counts_by("evictions_by_reason", EVICTION_REASON, every=TraceEvictionReason.ALL),
+            )
+        ],
         unit="{trace}",
         description="Whole traces evicted, by reason: max_traces, max_spans or ttl.",
     )
     meter.create_observable_counter(
         TRACE_STORE_SPANS_DROPPED,
-        callbacks=[_callback(owners, _counts_by("drops_by_reason", DROP_REASON))],
+        callbacks=[
+            _callback(owners, _counts_by("drops_by_reason", DROP_REASON, every=DropReason.ALL))
+        ],
         unit="{span}",
         description="Spans not stored, by reason: max_spans_per_trace, max_spans or error.",
     )
@@ -312,6 +324,8 @@ class TraceEvictionReason:
     MAX_SPANS = "max_spans"
     TTL = "ttl"
 
+    ALL = (MAX_TRACES, MAX_SPANS, TTL)
+
 
 class DropReason:
     """Values of ``otel_bounded.drop.reason`` on the dropped spans metric."""
@@ -319,6 +333,8 @@ class DropReason:
     MAX_SPANS_PER_TRACE = "max_spans_per_trace"
     MAX_SPANS = "max_spans"
     ERROR = "error"
+
+    ALL = (MAX_SPANS_PER_TRACE, MAX_SPANS, ERROR)
 
 
 class ApprovalEvictionReason:
@@ -389,7 +405,14 @@ def _create_token_instruments(meter: metrics.Meter, owners: Owners) -> None:
     )
     meter.create_observable_counter(
         TOKEN_VERIFICATIONS,
-        callbacks=[_callback(owners, _counts_by("verifications", OUTCOME, "telemetry_counts"))],
+        callbacks=[
+            _callback(
+                owners,
+                _counts_by(
+                    "verifications", OUTCOME, "telemetry_counts", every=VerificationOutcome.ALL
+                ),
+            )
+        ],
         unit="{verification}",
         description="Token verifications, by outcome.",
     )
@@ -402,7 +425,10 @@ class ApprovalCounts:
     live: int
     terminal: int
     decisions: Mapping[tuple[str, str], int]
-    """Keyed by (outcome, reason code); the reason code is "" for an allowed decision."""
+    """Keyed by (outcome, reason code); the reason code is "" for an allowed decision.
+
+    Every pair is present from the start, at 0, so each series exists before its first event.
+    """
     evictions: Mapping[str, int]
     """Ended grants evicted, by reason: ``retention`` or ``max_terminal`` (both always present)."""
 
@@ -419,6 +445,7 @@ def register_approval_instruments(
 
 
 def _read_decisions(ledger: Any, component: dict[str, str]) -> Reading:
+    # The ledger reports every (outcome, reason code) pair, from 0.
     decisions: Mapping[tuple[str, str], int] = ledger.telemetry_counts().decisions
     return [
         (count, {**component, OUTCOME: outcome, APPROVAL_REASON_CODE: reason})
