@@ -126,15 +126,21 @@ def test_every_kind_of_name_refuses_invisible_characters(
     ledger: ApprovalLedger, field: str
 ) -> None:
     name = "bot\u2064"  # INVISIBLE PLUS, category Cf
-    with pytest.raises(ValueError):
-        if field in ("policy", "action", "resource"):
-            ApprovalScope(**{"policy": "p", "action": "a", field: name})  # type: ignore[arg-type]
-        elif field == "session_id":
-            token = granted(ledger)
-            ledger.delegate(token, by="deploy-agent", to="x", reason="r", session_id=name)
-        else:
-            names = {"requested_by": "a", "executor": "b", field: name}
-            ledger.request(DEPLOY, ttl_seconds=60, **names)  # type: ignore[arg-type]
+    token = granted(ledger)
+    calls: dict[str, Callable[[], object]] = {
+        "policy": lambda: ApprovalScope(name, "a"),
+        "action": lambda: ApprovalScope("p", name),
+        "resource": lambda: ApprovalScope("p", "a", name),
+        "session_id": lambda: ledger.delegate(
+            token, by="deploy-agent", to="x", reason="r", session_id=name
+        ),
+        "requested_by": lambda: ledger.request(
+            DEPLOY, requested_by=name, executor="b", ttl_seconds=60
+        ),
+        "executor": lambda: ledger.request(DEPLOY, requested_by="a", executor=name, ttl_seconds=60),
+    }
+    with pytest.raises(ValueError, match=f"{field} must not contain U\\+2064"):
+        calls[field]()
 
 
 # -- forged scopes -------------------------------------------------------------

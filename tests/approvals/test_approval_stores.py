@@ -333,9 +333,9 @@ def test_an_invalid_store_variable_raises_naming_it_without_credentials(
 
 def test_open_approval_store_refuses_what_is_not_a_store() -> None:
     for url in ("", "memor", "file:///x", "sqlite://relative"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="approval store"):
             open_approval_store(url)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="approval store URL is a str"):
         open_approval_store(None)  # type: ignore[arg-type]
 
 

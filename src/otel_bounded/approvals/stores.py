@@ -616,7 +616,9 @@ class RedisApprovalStore:
             for member in expired:
                 key = member.decode("ascii") if isinstance(member, bytes) else str(member)
                 self.update(key, now, bounds, lambda held: _expire_decision(held, now, bounds))
-            self._count_trim([self._client.eval(*self._retire_args(None, now, bounds))])
+            self._count_trim(
+                [self._client.eval(_REDIS_RETIRE, 3, *self._retire_args(None, now, bounds))]
+            )
 
     def counts(self, now: float, bounds: StoreBounds) -> tuple[int, int]:
         self.sweep(now, bounds)
@@ -636,9 +638,8 @@ class RedisApprovalStore:
     def _retire_args(
         self, ending: GrantRecord | None, now: float, bounds: StoreBounds
     ) -> tuple[str | int, ...]:
+        """The keys and arguments of `_REDIS_RETIRE` (its three keys first)."""
         return (
-            _REDIS_RETIRE,
-            3,
             self._ended,
             self._ended_order,
             self._ended_count,
@@ -668,7 +669,7 @@ class RedisApprovalStore:
             pipe.zadd(pending, {key: new.expires_at})
         elif old is None or old.pending:
             pipe.zrem(pending, key)
-        pipe.eval(*self._retire_args(None if new.live else new, now, bounds))
+        pipe.eval(_REDIS_RETIRE, 3, *self._retire_args(None if new.live else new, now, bounds))
 
     def _count_trim(self, replies: list[Any]) -> None:
         forgotten, pushed = replies[-1]
