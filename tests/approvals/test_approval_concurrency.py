@@ -216,3 +216,15 @@ def test_processes_racing_on_one_store_consume_exactly_max_uses(shared_store_url
     for token in tokens:
         with pytest.raises(ApprovalError, match=ApprovalReason.ALREADY_CONSUMED):
             ledger.verify(token, DEPLOY, "deploy-agent")
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("max_uses", [1, 5])
+def test_32_threads_racing_on_a_shared_store_get_exactly_max_uses(
+    shared_store_url: str, max_uses: int
+) -> None:
+    ledger = ApprovalLedger(store=shared_store_url)
+    token = granted(ledger, max_uses=max_uses)
+    results = race([lambda: ledger.consume(token, DEPLOY, "deploy-agent")] * THREADS)
+    assert results == {"ok": max_uses, ApprovalReason.ALREADY_CONSUMED: THREADS - max_uses}
+    ledger.close()

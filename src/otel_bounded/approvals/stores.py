@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -255,6 +255,8 @@ class MemoryApprovalStore:
 
 # -- SQLite ------------------------------------------------------------------
 
+_MAX_IDLE_CONNECTIONS = 8
+
 _SQLITE_SCHEMA_VERSION = 1
 _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS approval_grants (
@@ -294,8 +296,10 @@ class SQLiteApprovalStore:
     WAL journaling with ``synchronous=FULL``: a decision is on disk before
     it returns. Each decision is one ``BEGIN IMMEDIATE`` transaction, so
     threads and processes on one host sharing the file decide one at a
-    time. Each thread (and each forked child) opens its own connection: no
-    Python lock is held while SQLite works.
+    time. Connections are borrowed from a small pool (at most
+    `_MAX_IDLE_CONNECTIONS` kept idle), so no Python lock is held while
+    SQLite works and short-lived threads leave no connection behind; a
+    forked child opens its own.
     """
 
     kind = storage.SQLITE
@@ -306,36 +310,50 @@ class SQLiteApprovalStore:
         self._timeout = timeout_seconds
         self._what = f"SQLite {_WHAT} {path!r}"
         self._evictions = _EvictionCounts()
-        self._connections_lock = threading.Lock()
-        self._connections: list[object] = []
+        self._pool_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
         self._closed = False
-        self._local = threading.local()
-        self._connection()  # open now, so that a bad path is a ValueError here
+        # Open one now, so that a bad path is a ValueError here, not a refusal later.
+        self._idle.append(self._open())
         reinit_after_fork(self._after_fork)
 
-    def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
+    def _open(self) -> sqlite3.Connection:
+        return storage.open_sqlite(
+            self._path,
+            schema=_SQLITE_SCHEMA,
+            schema_version=_SQLITE_SCHEMA_VERSION,
+            what=_WHAT,
+            timeout_seconds=self._timeout,
+        )
+
+    @contextlib.contextmanager
+    def _borrowed(self) -> Iterator[sqlite3.Connection]:
+        with self._pool_lock:
             if self._closed:
                 raise StoreFailure(f"{self._what} is closed")
-            connection = storage.open_sqlite(
-                self._path,
-                schema=_SQLITE_SCHEMA,
-                schema_version=_SQLITE_SCHEMA_VERSION,
-                what=_WHAT,
-                timeout_seconds=self._timeout,
-            )
-            self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
-        return connection
-
-    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            try:
+                connection = self._open()
+            except ValueError as exc:  # the file went away or became unreadable
+                raise StoreFailure(str(exc)) from None
         try:
-            connection = self._connection()
-        except ValueError as exc:  # the file went away or became unreadable
-            raise StoreFailure(str(exc)) from None
-        return storage.sqlite_transaction(connection, what=self._what)
+            yield connection
+        finally:
+            with self._pool_lock:
+                keep = not self._closed and len(self._idle) < _MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(connection)
+            if not keep:
+                connection.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with (
+            self._borrowed() as connection,
+            storage.sqlite_transaction(connection, what=self._what) as db,
+        ):
+            yield db
 
     def insert(self, record: GrantRecord, now: float, bounds: StoreBounds) -> str | None:
         with self._transaction() as db:
@@ -369,16 +387,12 @@ class SQLiteApprovalStore:
     def holds_any(self, keys: Collection[str]) -> bool:
         if not keys:
             return False
-        with storage.sqlite_reading(self._what):
-            row = (
-                self._connection()
-                .execute(
-                    "SELECT EXISTS (SELECT 1 FROM approval_grants "
-                    "WHERE key IN (SELECT value FROM json_each(?)))",
-                    (json.dumps(sorted(keys)),),
-                )
-                .fetchone()
-            )
+        with self._borrowed() as connection, storage.sqlite_reading(self._what):
+            row = connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM approval_grants "
+                "WHERE key IN (SELECT value FROM json_each(?)))",
+                (json.dumps(sorted(keys)),),
+            ).fetchone()
         return bool(row[0])
 
     def sweep(self, now: float, bounds: StoreBounds) -> None:
@@ -396,17 +410,16 @@ class SQLiteApprovalStore:
         return self._evictions.read()
 
     def close(self) -> None:
-        self._closed = True
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()  # type: ignore[attr-defined]
+        with self._pool_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def _after_fork(self) -> None:
         # A SQLite connection must not be used across fork(); the child opens its own.
-        self._connections_lock = threading.Lock()
-        self._connections = []
-        self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._idle = []
 
     @staticmethod
     def _live_count(db: sqlite3.Connection) -> int:
