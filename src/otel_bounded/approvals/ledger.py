@@ -641,6 +641,7 @@ class ApprovalLedger:
         The one place a decision leaves the ledger, so that anything else that
         must see every decision (an audit log) is attached here.
         """
+        store = self._store.kind
         if isinstance(outcome, _Refused):
             error = outcome.error
             with self._lock:
@@ -648,11 +649,13 @@ class ApprovalLedger:
             attributes = _attributes(shown, outcome.grant)
             attributes[telemetry.OUTCOME] = ApprovalOutcome.REFUSED
             attributes[telemetry.APPROVAL_REASON_CODE] = error.reason_code
+            attributes[telemetry.APPROVAL_STORE_KIND] = store
             return attributes, error
         with self._lock:
             self._decisions[ApprovalOutcome.ALLOWED, ""] += 1
         attributes = _attributes(shown, outcome)
         attributes[telemetry.OUTCOME] = ApprovalOutcome.ALLOWED
+        attributes[telemetry.APPROVAL_STORE_KIND] = store
         return attributes, _audit(operation, shown.actor, outcome, now, reason)
 
     def _holds_token_in(self, texts: Iterable[str | None]) -> bool:
