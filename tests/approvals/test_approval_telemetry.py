@@ -81,6 +81,7 @@ def test_an_allowed_consume_span_carries_scope_actors_and_outcome(
         telemetry.APPROVAL_DELEGATED: False,
         telemetry.APPROVAL_CHAIN_LENGTH: 2,
         telemetry.OUTCOME: "allowed",
+        telemetry.APPROVAL_STORE_KIND: "memory",
     }
     assert span.status.status_code is StatusCode.UNSET
 
