@@ -11,7 +11,6 @@ of a stored record; the store (memory, SQLite, Redis) makes each one atomic.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import threading
 import time
@@ -24,6 +23,12 @@ from opentelemetry.trace import Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from otel_bounded import config, telemetry
+from otel_bounded.approvals.checks import (
+    check_count,
+    check_seconds,
+    requested_scope,
+    scope_fields,
+)
 from otel_bounded.approvals.model import (
     ApprovalAudit,
     ApprovalGrant,
@@ -149,17 +154,17 @@ class ApprovalLedger:
         store: ApprovalStore | str | None = None,
     ) -> None:
         self._bounds = StoreBounds(
-            max_live=_check_count("max_live", max_live),
-            max_pending_per_requester=_check_count(
+            max_live=check_count("max_live", max_live),
+            max_pending_per_requester=check_count(
                 "max_pending_per_requester", max_pending_per_requester
             ),
-            max_terminal=_check_count("max_terminal", max_terminal),
-            retention_seconds=_check_seconds("retention_seconds", retention_seconds),
+            max_terminal=check_count("max_terminal", max_terminal),
+            retention_seconds=check_seconds("retention_seconds", retention_seconds),
         )
-        self._max_delegation_depth = _check_count(
+        self._max_delegation_depth = check_count(
             "max_delegation_depth", max_delegation_depth, minimum=0
         )
-        self._request_ttl = _check_seconds("request_ttl_seconds", request_ttl_seconds)
+        self._request_ttl = check_seconds("request_ttl_seconds", request_ttl_seconds)
         self._clock = validate_clock(clock)
         self._tracer = telemetry.get_tracer(tracer_provider)
         if store is None:
@@ -222,11 +227,11 @@ class ApprovalLedger:
         The request lapses after the ledger's `request_ttl_seconds` unless
         approved; once approved, it lasts `ttl_seconds` for `max_uses` uses.
         """
-        fields = _requested_scope(scope)
+        fields = requested_scope(scope)
         requested_by = check_name("requested_by", requested_by)
         executor = check_name("executor", executor)
-        ttl = _check_seconds("ttl_seconds", ttl_seconds)
-        uses = _check_count("max_uses", max_uses)
+        ttl = check_seconds("ttl_seconds", ttl_seconds)
+        uses = check_count("max_uses", max_uses)
         issued: list[str] = []
 
         def act(now: float) -> GrantRecord:
@@ -364,8 +369,8 @@ class ApprovalLedger:
         if session_id is not None:
             session_id = check_name("session_id", session_id)
         # Plain numbers from here on: a subclass's comparisons could widen the grant.
-        ttl = None if ttl_seconds is None else _check_seconds("ttl_seconds", ttl_seconds)
-        uses = None if max_uses is None else _check_count("max_uses", max_uses)
+        ttl = None if ttl_seconds is None else check_seconds("ttl_seconds", ttl_seconds)
+        uses = None if max_uses is None else check_count("max_uses", max_uses)
 
         def change(grant: GrantRecord, now: float) -> GrantRecord:
             _check_uses_left(grant)
@@ -670,7 +675,7 @@ class ApprovalLedger:
 
     def _presented(self, actor: object, scope: object) -> _Presented:
         """`actor` and `scope` as spans show them: escaped, bounded, held tokens redacted."""
-        fields = _scope_fields(scope) if scope is not None else None
+        fields = scope_fields(scope) if scope is not None else None
         return _Presented(
             self._shown(actor),
             None
@@ -759,53 +764,9 @@ def _unavailable(failure: StoreFailure) -> ApprovalError:
     )
 
 
-def _scope_fields(scope: object) -> tuple[str, str, str | None, str | None] | None:
-    """The scope's fields as exact strings, or None if it is not a scope as we made it.
-
-    Exactly the class, and exactly `str` fields: a subclass's `__eq__`, or a
-    field overwritten with an object equal to everything (``mock.ANY``),
-    matches nothing. No method of the scope or its fields runs.
-    """
-    if type(scope) is not ApprovalScope:
-        return None
-    read = object.__getattribute__
-    fields = (
-        read(scope, "policy"),
-        read(scope, "action"),
-        read(scope, "resource"),
-        read(scope, "arguments_digest"),
-    )
-    policy, action, resource, digest = fields
-    if type(policy) is not str or type(action) is not str:
-        return None
-    if not (resource is None or type(resource) is str) or not (
-        digest is None or type(digest) is str
-    ):
-        return None
-    return policy, action, resource, digest
-
-
-def _requested_scope(scope: object) -> tuple[str, str, str | None, str | None]:
-    fields = _scope_fields(scope)
-    if fields is None:
-        raise ValueError(
-            "scope must be an ApprovalScope (not a subclass) whose fields are strings, "
-            f"got a {type(scope).__name__}"
-        )
-    # Checked again: the fields of a frozen dataclass can still be overwritten.
-    policy, action, resource, digest = fields
-    check_name("policy", policy)
-    check_name("action", action)
-    if resource is not None:
-        check_name("resource", resource)
-    if digest is not None and (len(digest) != 64 or not set(digest) <= set("0123456789abcdef")):
-        raise ValueError("scope.arguments_digest is not a SHA-256 digest")
-    return fields
-
-
 def _check_use(grant: GrantRecord, scope: object, executing_actor: object) -> None:
     _check_uses_left(grant)
-    fields = _scope_fields(scope)
+    fields = scope_fields(scope)
     held = (grant.policy, grant.action, grant.resource, grant.arguments_digest)
     if fields != held:
         _refuse(
@@ -912,46 +873,3 @@ def _attributes(shown: _Presented, grant: GrantRecord | None) -> dict[str, Attri
         if digest is not None:
             attributes[telemetry.APPROVAL_ARGUMENTS_DIGEST] = digest
     return attributes
-
-
-def _check_count(name: str, value: object, *, minimum: int = 1) -> int:
-    """`value` as a plain `int` >= `minimum`, or `ValueError`.
-
-    Copied to a plain `int` before it is compared: a subclass's `__gt__` could
-    let a delegation add uses.
-    """
-    # type(), not isinstance() alone: isinstance believes a forged __class__.
-    if isinstance(value, int) and issubclass(type(value), int) and type(value) is not bool:
-        count = int.__int__(value)
-        if count >= minimum:
-            return count
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {_described(value)}")
-
-
-def _check_seconds(name: str, value: object) -> float:
-    """`value` as a plain, finite `float` > 0, or `ValueError`.
-
-    Copied to a plain `float` before it is compared, as `_check_count` does.
-    """
-    seconds = math.nan
-    if isinstance(value, float) and issubclass(type(value), float):
-        seconds = float.__float__(value)
-    elif isinstance(value, int) and issubclass(type(value), int) and type(value) is not bool:
-        try:
-            seconds = float(int.__int__(value))
-        except OverflowError:
-            seconds = math.inf
-    if seconds > 0 and not math.isinf(seconds):
-        return seconds
-    raise ValueError(f"{name} must be a finite number of seconds > 0, got {_described(value)}")
-
-
-def _described(value: object) -> str:
-    """An invalid argument as its error shows it: a plain number, else only its type.
-
-    Never a string's text (a token passed in the wrong place would land in the
-    message, and from there in logs), nor a subclass's own repr.
-    """
-    if type(value) is float or (type(value) is int and value.bit_length() <= 64):
-        return repr(value)
-    return f"a value of type {type(value).__name__}"
