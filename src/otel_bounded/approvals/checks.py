@@ -14,11 +14,11 @@ from otel_bounded.approvals.names import check_name
 
 __all__ = ["check_count", "check_seconds", "requested_scope", "scope_fields"]
 
-ScopeFields = tuple[str, str, "str | None", "str | None"]
+ScopeFields = tuple[str, str, str | None, str | None]
 """(policy, action, resource, arguments digest) as exact strings."""
 
 
-def scope_fields(scope: object) -> tuple[str, str, str | None, str | None] | None:
+def scope_fields(scope: object) -> ScopeFields | None:
     """The scope's fields as exact strings, or None if it is not a scope as we made it.
 
     Exactly the class, and exactly `str` fields: a subclass's `__eq__`, or a
@@ -44,7 +44,7 @@ def scope_fields(scope: object) -> tuple[str, str, str | None, str | None] | Non
     return policy, action, resource, digest
 
 
-def requested_scope(scope: object) -> tuple[str, str, str | None, str | None]:
+def requested_scope(scope: object) -> ScopeFields:
     fields = scope_fields(scope)
     if fields is None:
         raise ValueError(
