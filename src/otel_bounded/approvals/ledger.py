@@ -602,6 +602,7 @@ class ApprovalLedger:
         span = self._tracer.start_span(telemetry.SPAN_APPROVAL_PREFIX + operation)
         try:
             now = self._clock()
+            store_down = False
             try:
                 # A token given as a name, a reason or a scope field (arguments out of
                 # order, or a bearer header pasted whole) would be recorded in the
@@ -611,21 +612,23 @@ class ApprovalLedger:
                         f"an approval token was passed to {operation}() as a name, a reason "
                         "or a scope field; check the order of the arguments"
                     )
-                shown = self._presented(actor, presented_scope)
-                grant = act(now)
+                outcome: GrantRecord | _Refused = act(now)
             except StoreFailure as failure:
-                outcome: GrantRecord | _Refused = _Refused(_unavailable(failure), None)
-                shown = _Presented(_shown_plainly(actor), None)
+                outcome = _Refused(_unavailable(failure), None)
+                store_down = True
             except _Refused as refused:
                 outcome = refused
-            else:
-                outcome = grant
-            attributes, result = self._decided(operation, now, shown, outcome, reason)
+            result = self._decided(operation, now, actor, outcome, reason)
+            # What was presented is escaped and searched for tokens only for a span
+            # that records it: with no tracer configured, that costs nothing.
+            if span.is_recording():
+                span.set_attributes(
+                    self._span_attributes(actor, presented_scope, outcome, store_down)
+                )
         except BaseException as unexpected:
             span.set_status(Status(StatusCode.ERROR, type(unexpected).__name__))
             span.end()
             raise
-        span.set_attributes(attributes)
         if isinstance(result, ApprovalError):
             span.set_status(Status(StatusCode.ERROR, result.reason_code))
             span.end()
@@ -637,31 +640,41 @@ class ApprovalLedger:
         self,
         operation: str,
         now: float,
-        shown: _Presented,
+        actor: object,
         outcome: GrantRecord | _Refused,
         reason: str,
-    ) -> tuple[dict[str, AttributeValue], ApprovalAudit | ApprovalError]:
-        """Where every decision is recorded: its count, its span attributes, its audit.
+    ) -> ApprovalAudit | ApprovalError:
+        """Where every decision is recorded: its count, and its audit or its error.
 
         The one place a decision leaves the ledger, so that anything else that
-        must see every decision (an audit log) is attached here.
+        must see every decision (an audit log) is attached here. An allowed
+        decision's actor is a checked name, or (for `verify` and `consume`)
+        exactly the executor's, so the audit shows it as given.
         """
-        store = self._store.kind
         if isinstance(outcome, _Refused):
-            error = outcome.error
             with self._lock:
-                self._decisions[ApprovalOutcome.REFUSED, error.reason_code] += 1
-            attributes = _attributes(shown, outcome.grant)
-            attributes[telemetry.OUTCOME] = ApprovalOutcome.REFUSED
-            attributes[telemetry.APPROVAL_REASON_CODE] = error.reason_code
-            attributes[telemetry.APPROVAL_STORE_KIND] = store
-            return attributes, error
+                self._decisions[ApprovalOutcome.REFUSED, outcome.error.reason_code] += 1
+            return outcome.error
         with self._lock:
             self._decisions[ApprovalOutcome.ALLOWED, ""] += 1
-        attributes = _attributes(shown, outcome)
-        attributes[telemetry.OUTCOME] = ApprovalOutcome.ALLOWED
-        attributes[telemetry.APPROVAL_STORE_KIND] = store
-        return attributes, _audit(operation, shown.actor, outcome, now, reason)
+        return _audit(operation, plain_str(actor), outcome, now, reason)
+
+    def _span_attributes(
+        self, actor: object, scope: object, outcome: GrantRecord | _Refused, store_down: bool
+    ) -> dict[str, AttributeValue]:
+        if store_down:
+            shown = _Presented(_shown_plainly(actor), None)
+        else:
+            shown = self._presented(actor, scope)
+        if isinstance(outcome, _Refused):
+            attributes = _attributes(shown, outcome.grant)
+            attributes[telemetry.OUTCOME] = ApprovalOutcome.REFUSED
+            attributes[telemetry.APPROVAL_REASON_CODE] = outcome.error.reason_code
+        else:
+            attributes = _attributes(shown, outcome)
+            attributes[telemetry.OUTCOME] = ApprovalOutcome.ALLOWED
+        attributes[telemetry.APPROVAL_STORE_KIND] = self._store.kind
+        return attributes
 
     def _holds_token_in(self, texts: Iterable[str | None]) -> bool:
         """Whether any of `texts` contains a token this ledger's store holds."""

@@ -7,12 +7,10 @@ operation leaves nothing half-written.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from otel_bounded.approvals.model import ApprovalScope, ApprovalStatus, DelegationHop
 from otel_bounded.approvals.names import folded
@@ -28,9 +26,12 @@ _STATUSES = frozenset(status.value for status in ApprovalStatus)
 _FORMAT = 1  # bumped whenever the stored JSON changes meaning
 
 
-@dataclass(frozen=True, slots=True)
-class GrantRecord:
-    """One grant: keyed by its token's SHA-256, never by the token."""
+class GrantRecord(NamedTuple):
+    """One grant: keyed by its token's SHA-256, never by the token.
+
+    A named tuple: immutable, and copied with changes (`replace`) several
+    times faster than a frozen dataclass, on the path of every decision.
+    """
 
     key: str
     policy: str
@@ -83,19 +84,16 @@ class GrantRecord:
         return tuple(DelegationHop(actor, reason, session) for actor, reason, session in self.chain)
 
     def replace(self, **changes: Any) -> GrantRecord:
-        return dataclasses.replace(self, **changes)
+        return self._replace(**changes)
 
     def ended(
         self, status: ApprovalStatus, at: float, by: str | None, retention_seconds: float
     ) -> GrantRecord:
         """This grant, ended with `status` at `at` (by `by`), kept `retention_seconds` more."""
-        return dataclasses.replace(
-            self, status=status.value, closed_by=by, forget_at=at + retention_seconds
-        )
+        return self.replace(status=status.value, closed_by=by, forget_at=at + retention_seconds)
 
     def to_json(self) -> str:
-        fields = dataclasses.astuple(self)
-        return json.dumps([_FORMAT, *fields], ensure_ascii=True, separators=(",", ":"))
+        return json.dumps([_FORMAT, *self], ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> GrantRecord:
