@@ -164,7 +164,12 @@ def compare(
     timings = run_interleaved([ours, peer], rounds, warmup_rounds=1)
     low, middle, high = timings.ratio_quartiles(ours.name, peer.name)
     rows = [
-        [ours.name, f"{timings.median_us(ours.name):.1f}", f"{middle:.2f}", f"{low:.2f}-{high:.2f}"],
+        [
+            ours.name,
+            f"{timings.median_us(ours.name):.1f}",
+            f"{middle:.2f}",
+            f"{low:.2f}-{high:.2f}",
+        ],
         [peer.name, f"{timings.median_us(peer.name):.1f}", "1", ""],
     ]
     return rows, Goal(label, timings.median_ratio(ours.name, peer.name), goal)

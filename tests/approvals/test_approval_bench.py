@@ -15,7 +15,7 @@ def test_a_tiny_run_judges_a_goal_for_every_store(monkeypatch: pytest.MonkeyPatc
     monkeypatch.syspath_prepend(str(BENCH))
     bench = importlib.import_module("approvals")
     rows, goals = bench.run(rounds=1, calls=3)
-    labels = [goal.name for goal in goals]
+    labels = [goal.label for goal in goals]
     assert labels[:2] == ["memory consume / peer", "SQLite consume / peer"]
     assert len(rows) == 2 * len(goals)
-    assert all(goal.measured > 0 for goal in goals)
+    assert all(goal.value > 0 for goal in goals)
