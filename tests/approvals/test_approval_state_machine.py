@@ -312,11 +312,13 @@ test_approval_state_machine = ApprovalMachine.TestCase
 
 
 class SharedStoreMachine(ApprovalMachine):
-    """The same model, on a store two replicas share, with restarts between operations.
+    """The same model, on a store two replicas share, each with its own clock, with restarts.
 
-    Whichever replica acts, and however often a ledger is closed and opened
-    anew on the same store, the outcomes are the model's: nothing a restart
-    loses, nothing one replica decides that the other does not see.
+    Whichever replica acts, however far apart their clocks (each steps
+    forward and back on its own), and however often a ledger is closed and
+    opened anew on the same store, the outcomes are the model's: nothing a
+    restart loses, nothing one replica decides that the other does not see,
+    no terminal state left because another replica's clock is behind.
     """
 
     url = ""  # set by the test that runs this machine
@@ -324,12 +326,13 @@ class SharedStoreMachine(ApprovalMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ledger.close()
-        self.replicas = [self.open_replica(), self.open_replica()]
+        self.clocks = [self.clock, FakeClock(self.clock.now + 7)]
+        self.replicas = [self.open_replica(0), self.open_replica(1)]
         self.ledger = self.replicas[0]
 
-    def open_replica(self) -> ApprovalLedger:
+    def open_replica(self, which: int) -> ApprovalLedger:
         return ApprovalLedger(
-            clock=self.clock,
+            clock=self.clocks[which],
             max_live=MAX_LIVE,
             max_terminal=6,
             retention_seconds=40,
@@ -340,13 +343,15 @@ class SharedStoreMachine(ApprovalMachine):
 
     @rule(which=st.integers(0, 1))
     def switch_replica(self, which: int) -> None:
-        self.ledger = self.replicas[which]
+        self.ledger, self.clock = self.replicas[which], self.clocks[which]
+        # The invariant's collection sweeps with this replica's clock.
+        self.move_clock(0)
 
     @rule(which=st.integers(0, 1))
     def restart_replica(self, which: int) -> None:
         self.replicas[which].close()
-        self.replicas[which] = self.open_replica()
-        self.ledger = self.replicas[which]
+        self.replicas[which] = self.open_replica(which)
+        self.switch_replica(which)
 
     def teardown(self) -> None:
         for replica in self.replicas:
