@@ -35,6 +35,7 @@ from otel_bounded.approvals.model import (
     ApprovalOutcome,
     ApprovalScope,
     ApprovalStatus,
+    DelegationHop,
 )
 from otel_bounded.approvals.names import (
     MAX_NAME_LENGTH,
@@ -233,13 +234,15 @@ class ApprovalLedger:
         ttl = check_seconds("ttl_seconds", ttl_seconds)
         uses = check_count("max_uses", max_uses)
         issued: list[str] = []
+        # The record's own copy: the caller's object can still be overwritten.
+        held_scope = ApprovalScope._restored(*fields)
 
         def act(now: float) -> GrantRecord:
             while True:
                 token, key = _new_token()
                 record = GrantRecord(
                     key,
-                    *fields,
+                    scope=held_scope,
                     requested_by=requested_by,
                     executor=executor,
                     approving_actor=None,
@@ -304,7 +307,10 @@ class ApprovalLedger:
                 status=ApprovalStatus.GRANTED.value,
                 approving_actor=approver,
                 expires_at=now + grant.ttl_seconds,
-                chain=((approver, _APPROVER_HOP, None), (grant.executor, _EXECUTOR_HOP, None)),
+                chain=(
+                    DelegationHop(approver, _APPROVER_HOP),
+                    DelegationHop(grant.executor, _EXECUTOR_HOP),
+                ),
             )
 
         return self._run(
@@ -422,7 +428,7 @@ class ApprovalLedger:
                     grant,
                 )
             return grant.replace(
-                chain=(*grant.chain, (to, reason, session_id)),
+                chain=(*grant.chain, DelegationHop(to, reason, session_id)),
                 executor=to,
                 max_uses=grant.max_uses if uses is None else grant.uses + uses,
                 expires_at=expires_at,
@@ -465,10 +471,15 @@ class ApprovalLedger:
 
         def change(grant: GrantRecord, now: float) -> GrantRecord:
             _check_use(grant, scope, executing_actor)
-            used = grant.replace(uses=grant.uses + 1)
-            if used.uses >= used.max_uses:
-                return self._ended(used, ApprovalStatus.CONSUMED, now, grant.executor)
-            return used
+            uses = grant.uses + 1
+            if uses >= grant.max_uses:
+                return grant.replace(
+                    uses=uses,
+                    status=ApprovalStatus.CONSUMED.value,
+                    closed_by=grant.executor,
+                    forget_at=now + self._bounds.retention_seconds,
+                )
+            return grant.replace(uses=uses)
 
         return self._run(
             "consume",
@@ -780,7 +791,8 @@ def _unavailable(failure: StoreFailure) -> ApprovalError:
 def _check_use(grant: GrantRecord, scope: object, executing_actor: object) -> None:
     _check_uses_left(grant)
     fields = scope_fields(scope)
-    held = (grant.policy, grant.action, grant.resource, grant.arguments_digest)
+    granted = grant.scope
+    held = (granted.policy, granted.action, granted.resource, granted.arguments_digest)
     if fields != held:
         _refuse(
             ApprovalReason.SCOPE_MISMATCH,
@@ -837,12 +849,12 @@ def _ended_message(grant: GrantRecord) -> str:
 def _audit(
     operation: str, actor: str | None, grant: GrantRecord, now: float, reason: str
 ) -> ApprovalAudit:
-    chain = grant.delegation_chain()
+    chain = grant.chain
     return ApprovalAudit(
         operation=operation,
         actor=actor if actor is not None else "",
         approval_id=grant.approval_id,
-        scope=grant.scope(),
+        scope=grant.scope,
         requested_by=grant.requested_by,
         approving_actor=grant.approving_actor,
         executing_actor=grant.executor,
@@ -875,7 +887,8 @@ def _attributes(shown: _Presented, grant: GrantRecord | None) -> dict[str, Attri
         attributes[telemetry.APPROVAL_DELEGATED] = len(grant.chain) > 2
         attributes[telemetry.APPROVAL_CHAIN_LENGTH] = len(grant.chain)
         if scope is None:
-            scope = (grant.policy, grant.action, grant.resource, grant.arguments_digest)
+            held = grant.scope
+            scope = (held.policy, held.action, held.resource, held.arguments_digest)
     # verify and consume show the scope asked for: on a mismatch that is the news.
     if scope is not None:
         policy, action, resource, digest = scope
