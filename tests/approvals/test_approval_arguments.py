@@ -52,7 +52,7 @@ def typed(value: Any) -> object:
     return ("dict", tuple(sorted((key, typed(item)) for key, item in value.items())))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(json_values)
 def test_the_canonical_form_is_sorted_compact_json(value: object) -> None:
     assert canonical_arguments(value) == model_text(value)
@@ -60,7 +60,7 @@ def test_the_canonical_form_is_sorted_compact_json(value: object) -> None:
     assert arguments_digest(value) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(json_values, json_values)
 def test_two_values_share_a_digest_exactly_when_they_are_the_same_value(
     first: object, second: object

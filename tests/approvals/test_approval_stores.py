@@ -168,7 +168,8 @@ def _consume_in_child(url: str, token: str, results: object) -> None:
 def test_a_grant_approved_in_one_process_is_consumed_in_another(shared_store_url: str) -> None:
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    # A forked child opens its own ledger on the store: it shares nothing else.
+    context = multiprocessing.get_context("fork")
     ledger = ApprovalLedger(store=shared_store_url)
     token = granted(ledger)
     results = context.Queue()
