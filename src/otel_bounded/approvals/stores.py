@@ -682,11 +682,16 @@ class RedisApprovalStore:
             pipe.zadd(pending, {key: new.expires_at})
         elif old is None or old.pending:
             pipe.zrem(pending, key)
-        pipe.eval(_REDIS_RETIRE, 3, *self._retire_args(None if new.live else new, now, bounds))
+        if not new.live:
+            # Only an ending grows the ended records, so only an ending needs a trim;
+            # records past retention are forgotten by every read until one runs.
+            pipe.eval(_REDIS_RETIRE, 3, *self._retire_args(new, now, bounds))
 
     def _count_trim(self, replies: list[Any]) -> None:
-        forgotten, pushed = replies[-1]
-        self._evictions.add(int(forgotten), int(pushed))
+        trimmed = replies[-1]
+        if isinstance(trimmed, list):  # the retire script ran last
+            forgotten, pushed = trimmed
+            self._evictions.add(int(forgotten), int(pushed))
 
     def __repr__(self) -> str:
         return f"RedisApprovalStore({self._description})"
