@@ -364,3 +364,46 @@ def test_a_scope_restored_from_a_store_equals_the_one_requested(
     audit = replica(shared_store_url, clock).approve(grant.token, approver="alice")
     assert audit.scope == scope
     assert grant.scope == scope
+
+
+_BUSY_WRITER = textwrap.dedent(
+    """
+    import sys
+    from otel_bounded.approvals import ApprovalLedger, ApprovalScope
+    scope = ApprovalScope("release", "deploy", "service-a")
+    ledger = ApprovalLedger(store=sys.argv[1], max_terminal=50)
+    print("ready", flush=True)
+    while True:  # until killed, mid-write sooner or later
+        grant = ledger.request(scope, requested_by="agent", executor="agent", ttl_seconds=600)
+        ledger.approve(grant.token, approver="alice")
+        ledger.consume(grant.token, scope, "agent")
+    """
+)
+
+
+def test_a_sqlite_store_killed_mid_write_is_whole_afterwards(tmp_path: Path) -> None:
+    path = tmp_path / "approvals.db"
+    url = f"sqlite:///{path}"
+    for _ in range(3):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _BUSY_WRITER, url], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            # Let it end 20 more grants; kill -9 then lands wherever it is.
+            with sqlite3.connect(path, timeout=30) as db:
+                ended = "SELECT IFNULL(MAX(ended_order), 0) FROM approval_grants"
+                target = db.execute(ended).fetchone()[0] + 20
+                while db.execute(ended).fetchone()[0] < target:
+                    pass
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT record, live FROM approval_grants").fetchall()
+        live, ended = db.execute("SELECT live, ended FROM approval_counts").fetchone()
+    # The counts the triggers keep match the rows, and every record reads whole.
+    assert (live, ended) == (sum(row[1] for row in rows), sum(1 - row[1] for row in rows))
+    ledger = ApprovalLedger(store=url, max_terminal=50)
+    counts = ledger.telemetry_counts()
+    assert counts.live == live and counts.terminal <= 50
