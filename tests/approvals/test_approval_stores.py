@@ -389,7 +389,8 @@ def test_a_sqlite_store_killed_mid_write_is_whole_afterwards(tmp_path: Path) -> 
             [sys.executable, "-c", _BUSY_WRITER, url], stdout=subprocess.PIPE, text=True
         )
         try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
             # Let it end 20 more grants; kill -9 then lands wherever it is.
             with sqlite3.connect(path, timeout=30) as db:
                 ended = "SELECT IFNULL(MAX(ended_order), 0) FROM approval_grants"
@@ -406,4 +407,5 @@ def test_a_sqlite_store_killed_mid_write_is_whole_afterwards(tmp_path: Path) -> 
     assert (live, ended) == (sum(row[1] for row in rows), sum(1 - row[1] for row in rows))
     ledger = ApprovalLedger(store=url, max_terminal=50)
     counts = ledger.telemetry_counts()
-    assert counts.live == live and counts.terminal <= 50
+    assert counts.live == live
+    assert counts.terminal <= 50
