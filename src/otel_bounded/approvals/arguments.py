@@ -7,8 +7,10 @@ The canonical form is JSON with nothing left to choice:
 - a float is Python's shortest round-tripping ``repr`` (``0.1``, ``1.0``,
   ``1e+16``, ``-0.0``): always with a ``.`` or an exponent, so ``1`` and
   ``1.0`` are different values; NaN and the infinities are refused;
-- a string is a JSON string, every character outside printable ASCII
-  escaped as ``\\uXXXX`` (lowercase hex, surrogate pairs beyond the BMP);
+- a string is a JSON string as ``json.dumps(text, ensure_ascii=True)``
+  writes it: ``\\"`` and ``\\\\``, ``\\n`` and the other short escapes for
+  their controls, ``\\uXXXX`` (lowercase hex, a surrogate pair beyond the
+  BMP) for every other character outside U+0020 to U+007E;
 - a list or tuple is ``[a,b]``;
 - a mapping with string keys is ``{"k":v}``, keys sorted by code point,
   no duplicates;
