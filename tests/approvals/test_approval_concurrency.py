@@ -201,6 +201,8 @@ def test_processes_racing_on_one_store_consume_exactly_max_uses(shared_store_url
     for child in children:
         child.join(60)
         assert child.exitcode == 0
+    results.close()
+    results.join_thread()
     wins: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     for child_wins, child_outcomes in reports:

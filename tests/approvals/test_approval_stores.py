@@ -177,6 +177,8 @@ def test_a_grant_approved_in_one_process_is_consumed_in_another(shared_store_url
     child.start()
     outcome = results.get(timeout=60)
     child.join(60)
+    results.close()
+    results.join_thread()
     assert outcome == "consumed"
     assert refusal(lambda: ledger.consume(token, DEPLOY, "deploy-agent")).reason_code == (
         ApprovalReason.ALREADY_CONSUMED
