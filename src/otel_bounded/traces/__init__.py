@@ -8,7 +8,13 @@ from otel_bounded.traces.compaction import (
 )
 from otel_bounded.traces.export import ExportPolicy, ExportReason
 from otel_bounded.traces.retention import RetentionClass
-from otel_bounded.traces.store import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.traces.store import (
+    DropReason,
+    TraceEvictionReason,
+    TraceStore,
+    TraceStoreStats,
+    UnresolvedReason,
+)
 
 __all__ = [
     "CompactionPolicy",
@@ -20,6 +26,7 @@ __all__ = [
     "TraceEvictionReason",
     "TraceStore",
     "TraceStoreStats",
+    "UnresolvedReason",
     "compact_spans",
     "operation_totals",
 ]

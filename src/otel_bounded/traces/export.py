@@ -19,22 +19,12 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_bounded import config
+from otel_bounded.telemetry import ExportReason
 from otel_bounded.traces.retention import ERROR, SECURITY, SLOW
 
 __all__ = ["ExportPolicy", "ExportReason", "TailExport", "downstream_from_env"]
 
 _LOW_64_BITS = (1 << 64) - 1
-
-
-class ExportReason:
-    """Values of ``otel_bounded.export.reason`` on the exported traces metric."""
-
-    ERROR = "error"
-    SLOW = "slow"
-    SECURITY = "security"
-    RATIO = "ratio"
-
-    ALL = (ERROR, SLOW, SECURITY, RATIO)
 
 
 # The first that applies names the reason, in the order of the retention classes.

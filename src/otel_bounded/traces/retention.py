@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import Event
 
 from otel_bounded import telemetry
 from otel_bounded.core import NO_ROOM, BoundedStore, Refusal
+from otel_bounded.telemetry import RetentionClass
 from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Extra, Record
 
 __all__ = [
@@ -46,17 +47,6 @@ __all__ = [
 DEFAULT_PROTECTED_FRACTION = 0.25
 
 TRUNCATED_ATTRIBUTES = telemetry.TRUNCATED_ATTRIBUTES
-
-
-class RetentionClass:
-    """Values of ``otel_bounded.retention.class``."""
-
-    NORMAL = "normal"
-    ERROR = "error"
-    SLOW = "slow"
-    SECURITY = "security"
-
-    ALL = (NORMAL, ERROR, SLOW, SECURITY)
 
 
 # Bits of what a span says about its trace; a trace's flags are the union of its spans'.
