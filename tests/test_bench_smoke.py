@@ -49,7 +49,13 @@ def test_tiny_run_times_every_variant_and_judges_every_goal(bench: ModuleType) -
     assert results.store_bytes_per_span > 0
     assert results.readable_span_bytes_per_span > 0
 
-    assert len(results.goals) == 6
+    # The standing goals, then: store vs before retention, tail export vs batch, the byte budget.
+    assert len(results.goals) == 10
+    tail = results.store_stats[bench.STORE_TAIL_EXPORT]
+    assert sum(tail.exported_by_reason.values()) + tail.not_exported > 0
+    assert results.adversarial_retained_bytes > 0
+    assert results.demo_estimate_bytes > 0
+    assert results.demo_measured_bytes > 0
     for goal in results.goals:
         assert goal.verdict == ("PASS" if goal.met else "NOT MET")
 

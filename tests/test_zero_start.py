@@ -64,11 +64,17 @@ def test_every_trace_eviction_and_drop_reason_starts_at_zero() -> None:
     meter_provider = MeterProvider(metric_readers=[reader])
     store = TraceStore(max_traces=1, meter_provider=meter_provider)
     name = store.component[telemetry.COMPONENT_NAME]
+    # Sorted by attribute key: (reason, retention class).
     assert points(reader, telemetry.TRACE_STORE_EVICTIONS, name) == {
-        (reason,): 0 for reason in ("max_traces", "max_spans", "ttl")
+        (reason, cls): 0
+        for reason in ("max_traces", "max_spans", "ttl", "max_bytes")
+        for cls in ("normal", "error", "slow", "security")
     }
     assert points(reader, telemetry.TRACE_STORE_SPANS_DROPPED, name) == {
-        (reason,): 0 for reason in ("max_spans_per_trace", "max_spans", "error")
+        (reason,): 0 for reason in ("max_spans_per_trace", "max_spans", "error", "max_bytes")
+    }
+    assert points(reader, telemetry.TRACE_STORE_EXPORTED, name) == {
+        (reason,): 0 for reason in ("error", "slow", "security", "ratio")
     }
     meter_provider.shutdown()
 
