@@ -8,10 +8,11 @@ import math
 from typing import Any
 
 import pytest
+from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from otel_bounded.telemetry import (
     COMPOSITE_COUNT,
@@ -915,3 +916,52 @@ def test_from_env_warns_about_an_invalid_value_and_uses_the_default(
     assert "OTEL_BOUNDED_TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS='-3' is invalid" in (
         caplog.text
     )
+
+
+def test_a_count_that_cannot_stay_exact_is_a_lower_bound_never_more_than_there_were() -> None:
+    # Chunks 1, 2, 0, 1, ...: three distinct values in all. The first composite shows
+    # two of its three; later members bring values it may or may not have hidden.
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index in range(12):
+        builder.span(
+            "SELECT",
+            root,
+            start_ms=2 * index + 1,
+            attributes={"db.system": "x", "chunk": index % 3},
+        )
+    spans = builder.finish()
+    records = records_of(spans)
+    policy = CompactionPolicy(max_varied_samples=2)
+    first = compact_records(records[:8], policy)
+
+    second = compact_records([*first.records, *records[8:]], policy, exact_counts=False)
+
+    (composite,) = [r for r in second.records if r[4] & COMPOSITE_MARKS]
+    values = dict(zip(composite[6], composite[7], strict=True))
+    assert values[COMPOSITE_COUNT] == 10
+    assert values[COMPOSITE_VARIED_KEYS] == ("chunk",)
+    assert values[COMPOSITE_VARIED_DISTINCT] == (3,)
+    assert values[COMPOSITE_VARIED_DISTINCT_EXACT] == (False,)
+    assert json.loads(values[COMPOSITE_VARIED_SAMPLES][0]) == [1, 2]
+
+
+def test_the_target_of_a_link_from_the_trace_stays_a_plain_span() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    steps = [builder.span("step", root, start_ms=2 * index + 1) for index in range(6)]
+    target = steps[2].get_span_context()
+    follower = builder.tracer.start_span(
+        "summarize",
+        context=trace_api.set_span_in_context(root),
+        links=[Link(target)],
+        start_time=T0 + 30 * MS,
+    )
+    follower.end(end_time=T0 + 31 * MS)
+    builder.finish()
+    spans = list(builder.exporter.get_finished_spans())
+
+    kept = compact_spans(spans)
+
+    assert any(span.context.span_id == target.span_id for span in kept)
+    assert [composite_count(s) for s in kept if is_composite(s)] == [2]
