@@ -342,7 +342,9 @@ class TraceStore(SpanProcessor):
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
                 unresolved_by_reason=MappingProxyType(
-                    {} if self._compactor is None else dict(self._compactor.unresolved)
+                    {UnresolvedReason.MAX_REMEMBERED_IDS: 0}
+                    if self._compactor is None
+                    else dict(self._compactor.unresolved)
                 ),
             )
 
