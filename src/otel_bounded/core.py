@@ -31,7 +31,9 @@ __all__ = [
     "EvictionReason",
     "NoOpAuditSink",
     "Refusal",
+    "audit_from_env",
     "reinit_after_fork",
+    "set_audit_opener",
     "validate_clock",
 ]
 
@@ -89,6 +91,29 @@ class NoOpAuditSink:
 
 NO_AUDIT: AuditSink = NoOpAuditSink()
 """The shared no-op sink; stores hold it instead of asking whether an audit log is attached."""
+
+_audit_opener: Callable[[], AuditSink] | None = None
+
+
+def set_audit_opener(opener: Callable[[], AuditSink]) -> None:
+    """How `audit_from_env` opens the configured log; `otel_bounded.audit` sets it on import.
+
+    The capabilities reach the audit log only through this hook, never by importing it.
+    """
+    global _audit_opener
+    _audit_opener = opener
+
+
+def audit_from_env() -> AuditSink:
+    """The log ``OTEL_BOUNDED_AUDIT_PATH`` names, shared by every `from_env` of the process.
+
+    `NO_AUDIT` when the variable is unset. Importing any part of otel_bounded
+    imports `otel_bounded.audit`, which installs the opener.
+    """
+    opener = _audit_opener
+    if opener is None:
+        raise RuntimeError("otel_bounded.audit is not imported, so no audit log can be opened")
+    return opener()
 
 
 class EvictionReason:

@@ -36,6 +36,8 @@ from otel_bounded.approvals.model import (
     same_person,
 )
 from otel_bounded.core import (
+    NO_AUDIT,
+    AuditSink,
     BoundedStore,
     Clock,
     EvictionReason,
@@ -161,6 +163,7 @@ class ApprovalLedger:
         request_ttl_seconds: float = 3600,
         max_terminal: int = 100_000,
         max_delegation_depth: int = MAX_DELEGATION_DEPTH,
+        audit: AuditSink = NO_AUDIT,
     ) -> None:
         self._max_live = _check_count("max_live", max_live)
         self._max_terminal = _check_count("max_terminal", max_terminal)
@@ -170,6 +173,7 @@ class ApprovalLedger:
         self._retention = _check_seconds("retention_seconds", retention_seconds)
         self._request_ttl = _check_seconds("request_ttl_seconds", request_ttl_seconds)
         self._clock = validate_clock(clock)
+        self._audit = audit
         self._tracer = telemetry.get_tracer(tracer_provider)
         self._lock = threading.Lock()
         self._decisions: Counter[tuple[str, str]] = Counter()
@@ -465,6 +469,8 @@ class ApprovalLedger:
             span.end()
             raise
         span.set_attributes(attributes)
+        # The span's facts, never a token; `attributes` is not touched after this.
+        self._audit.append(telemetry.AUDIT_APPROVAL_PREFIX + operation, attributes)
         if refusal is not None:
             span.set_status(Status(StatusCode.ERROR, refusal.reason_code))
             span.end()

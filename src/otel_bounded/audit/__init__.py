@@ -6,7 +6,7 @@ checks a log offline from its files and public key alone.
 """
 
 from otel_bounded.audit.format import CheckpointReason, Kind
-from otel_bounded.audit.log import FSYNC_POLICIES, AuditLog, key_from_env
+from otel_bounded.audit.log import FSYNC_POLICIES, AuditLog, key_from_env, shared_from_env
 from otel_bounded.audit.verify import (
     AuditRecord,
     Failure,
@@ -15,6 +15,9 @@ from otel_bounded.audit.verify import (
     read_records,
     verify,
 )
+from otel_bounded.core import set_audit_opener
+
+set_audit_opener(shared_from_env)
 
 __all__ = [
     "FSYNC_POLICIES",
@@ -27,5 +30,6 @@ __all__ = [
     "VerifyReport",
     "key_from_env",
     "read_records",
+    "shared_from_env",
     "verify",
 ]

@@ -49,11 +49,12 @@ from otel_bounded.audit.format import (
     segment_name,
 )
 from otel_bounded.audit.otlp import spans_to_resource_spans
-from otel_bounded.core import Clock, reinit_after_fork, validate_clock
+from otel_bounded.core import NO_AUDIT, Clock, reinit_after_fork, validate_clock
+from otel_bounded.core import AuditSink as AuditSinkType
 from otel_bounded.errors import AuditLogError
 from otel_bounded.telemetry import AuditDropReason, AuditOmitReason
 
-__all__ = ["FSYNC_POLICIES", "AuditLog"]
+__all__ = ["FSYNC_POLICIES", "AuditLog", "key_from_env", "shared_from_env"]
 
 FSYNC_POLICIES = ("checkpoint", "batch", "never")
 """``checkpoint`` (default): at every checkpoint, rotation and close; ``batch``: after every
@@ -783,3 +784,22 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 def _check_seconds(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+_shared: dict[str, AuditLog] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_from_env() -> AuditSinkType:
+    """The one log per directory every `from_env` of this process shares, or `NO_AUDIT`."""
+    path = config.read(config.AUDIT_PATH)
+    if path is None:
+        return NO_AUDIT
+    resolved = os.path.realpath(os.path.expanduser(path))
+    with _shared_lock:
+        log = _shared.get(resolved)
+        if log is None or not log._accepting:
+            log = AuditLog.from_env(path=resolved)
+            assert log is not None
+            _shared[resolved] = log
+        return log

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.trace import ReadableSpan
+
+# The exporter and protobuf modules are imported when first needed: a process
+# that never evicts a trace into a log loads no exporter.
 
 __all__ = ["request_from_resource_spans", "spans_to_resource_spans"]
 
@@ -24,6 +28,9 @@ _ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 def spans_to_resource_spans(spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
     """The spans as OTLP JSON ``resourceSpans``, as the OTLP exporters would send them."""
+    from google.protobuf import json_format
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     message = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
     resource_spans: list[dict[str, Any]] = message.get("resourceSpans", [])
     for span in _spans(resource_spans):
@@ -37,6 +44,11 @@ def request_from_resource_spans(
     resource_spans: Iterable[dict[str, Any]],
 ) -> ExportTraceServiceRequest:
     """An OTLP export request holding `resource_spans` (OTLP JSON); `ValueError` if malformed."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
     copied = [_copy(item) for item in resource_spans]
     for span in _spans(copied):
         _convert_ids(span, _hex_to_base64)

@@ -10,6 +10,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -21,10 +22,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_bounded import config, telemetry
 from otel_bounded.core import (
     ENTRY_FULL,
+    NO_AUDIT,
+    AuditSink,
     BoundedStore,
     Clock,
     EvictionReason,
     Refusal,
+    audit_from_env,
     reinit_after_fork,
 )
 from otel_bounded.errors import TraceNotFound
@@ -93,6 +97,7 @@ class TraceStore(SpanProcessor):
         clock: Clock = time.time,
         meter_provider: MeterProvider | None = None,
         compaction: CompactionPolicy | None = None,
+        audit: AuditSink = NO_AUDIT,
     ) -> None:
         _check_cap("max_traces", max_traces)
         _check_cap("max_spans", max_spans)
@@ -122,6 +127,7 @@ class TraceStore(SpanProcessor):
             clock=clock,
             on_evict=self._on_evict,
         )
+        self._audit = audit
         self._encoder = SpanEncoder()
         self._encode = self._encoder.encode
         self._lock = threading.Lock()
@@ -159,6 +165,8 @@ class TraceStore(SpanProcessor):
         )
         if "compaction" not in overrides:
             arguments["compaction"] = CompactionPolicy.from_env()
+        if "audit" not in overrides:
+            arguments["audit"] = audit_from_env()
         return cls(**arguments)
 
     # -- SpanProcessor ---------------------------------------------------
@@ -361,13 +369,23 @@ class TraceStore(SpanProcessor):
             self._first_error = error
             self._pending_warnings.append(("error", DropReason.ERROR))
 
-    def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
+    def _on_evict(self, trace_id: int, records: list[Record], reason: str) -> None:
+        # The spans are decoded and encoded by the audit log's writer, off this thread.
+        self._audit.append(
+            telemetry.AUDIT_TRACE_EVICTED,
+            {
+                "trace_id": f"{trace_id:032x}",
+                "reason": _REASONS[reason],
+                "span_count": len(records),
+                "spans": partial(_decode_all, trace_id, records, self._encoder),
+            },
+        )
         if self._compactor is not None:
             self._compactor.forget(trace_id)
         if "evict" not in self._warned:
             self._warned.add("evict")
             self._pending_warnings.append(("evict", _REASONS[reason]))
-            if self._compactor is None:
+            if self._compactor is None and self._audit is NO_AUDIT:
                 # Only the first eviction is logged; later ones are counted by the core alone.
                 self._traces.on_evict = None
 
@@ -612,6 +630,12 @@ def _trace_key(trace_id: object) -> int:
         if value > 0:
             return value
     raise ValueError(f"a trace id is a positive 128-bit int or 32 hex digits, got {trace_id!r}")
+
+
+def _decode_all(
+    trace_id: int, records: list[Record], encoder: SpanEncoder
+) -> tuple[ReadableSpan, ...]:
+    return tuple(decode(trace_id, record, encoder) for record in records)
 
 
 def _export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> int:
