@@ -1,4 +1,4 @@
-"""AuditLog: what is appended is what is on disk, in order, under the cap, and never silently lost."""
+"""AuditLog: what is appended is on disk, in order, under the cap, and never silently lost."""
 
 from __future__ import annotations
 
@@ -79,7 +79,9 @@ def test_every_append_is_read_back_in_order_and_the_closed_log_verifies(
     assert user_records(path) == entries
     report = verify(path, [KEY.public_key()])
     assert report.ok, report.problem
-    assert report.closed and report.signed and report.pinned
+    assert report.closed
+    assert report.signed
+    assert report.pinned
     assert report.kinds.get(Kind.GAP, 0) == 0
     assert sum(n for kind, n in report.kinds.items() if kind not in Kind.__dict__.values()) == len(
         entries
@@ -183,7 +185,8 @@ def test_a_full_queue_is_counted_and_written_as_one_gap_with_its_count(tmp_path:
     [gap] = records_of(tmp_path / "log", Kind.GAP)
     assert gap == {"dropped": refused, "by_reason": {AuditDropReason.QUEUE_FULL: refused}}
     report = verify(tmp_path / "log", [KEY.public_key()])
-    assert report.ok and report.gaps == 1 and report.dropped == refused
+    assert report.ok
+    assert (report.gaps, report.dropped) == (1, refused)
 
 
 def test_appends_after_close_are_counted_not_written(tmp_path: Path) -> None:
@@ -293,7 +296,7 @@ def test_every_audit_series_is_reported_from_zero(tmp_path: Path) -> None:
 def test_invalid_arguments_raise_value_error_without_quoting_a_key(
     tmp_path: Path, argument: str, value: object
 ) -> None:
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ValueError, match=r"\w") as raised:
         small_log(tmp_path / "log", **{argument: value})
     if argument == "key":
         assert "not a key" not in str(raised.value)

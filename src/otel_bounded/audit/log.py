@@ -397,7 +397,8 @@ class AuditLog:
         self._segments.append(_Segment(first_seq, path, end, seq - 1, previous))
         self._seq = seq
         self._previous = previous
-        return kind == Kind.CHECKPOINT and reason == CheckpointReason.CLOSE, torn
+        closed = kind == Kind.CHECKPOINT and reason == CheckpointReason.CLOSE and torn is None
+        return closed, torn
 
     # -- the writer thread ---------------------------------------------------
 
