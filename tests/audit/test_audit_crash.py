@@ -1,4 +1,4 @@
-"""kill -9 mid-write: the log verifies up to its last complete record, and the next open seals it."""
+"""kill -9 mid-write: the log verifies to its last complete record, and the next open seals it."""
 
 from __future__ import annotations
 

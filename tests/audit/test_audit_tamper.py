@@ -269,7 +269,7 @@ def _rewrite_chain(file: Path, edit_line: int, previous: bytes, resign: bool) ->
                 checkpoint_message(payload["through"], payload["chain"], payload["reason"])
             ).hex()
             text = json.dumps(payload, separators=(",", ":"))
-            body = b"\t".join(body.split(b"\t", 3)[:3] + [text.encode()])
+            body = b"\t".join([*body.split(b"\t", 3)[:3], text.encode()])
         digest = hashlib.sha256(previous + body).digest()
         out.append(body + b"\t" + digest.hex().encode())
         previous = digest
