@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
@@ -86,6 +86,30 @@ def segment_name(first_seq: int) -> str:
 
 
 _encode_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+
+
+def _refuse(value: object) -> object:
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _c_encoder() -> Callable[[Any], str]:
+    # JSONEncoder.encode builds a C encoder on every call; the writer encodes
+    # every record, so it builds one once. Falls back where there is none.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _encode_json
+    encode_chunks = make(
+        {}, _refuse, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+
+    def encode(payload: Any) -> str:
+        return "".join(encode_chunks(payload, 0))
+
+    return encode
+
+
+encode_payload_fast = _c_encoder()
+"""`encode_payload` for the writer thread alone (its circular-reference memo is not shared)."""
 
 
 def encode_payload(payload: Mapping[str, Any]) -> str:
