@@ -7,7 +7,7 @@ checks a log offline from its files and public key alone.
 
 from otel_bounded.audit.format import CheckpointReason, Kind
 from otel_bounded.audit.log import FSYNC_POLICIES, AuditLog, key_from_env, shared_from_env
-from otel_bounded.audit.verify import (
+from otel_bounded.audit.verifier import (
     AuditRecord,
     Failure,
     Problem,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from otel_bounded import telemetry
 from otel_bounded.audit.format import key_id_of, load_public_key
 from otel_bounded.audit.otlp import request_from_resource_spans
-from otel_bounded.audit.verify import VerifyReport, read_records, verify
+from otel_bounded.audit.verifier import VerifyReport, read_records, verify
 
 __all__ = ["add_parser", "run"]
 

@@ -265,9 +265,9 @@ class _Walker:
         number = 0
         try:
             for number, line in enumerate(lines, 1):
-                body, _, hash_hex = line.rpartition(b"\t")
+                body, tab, hash_hex = line[:-65], line[-65:-64], line[-64:]
                 fields = body.split(b"\t", 3)
-                if len(fields) != 4 or len(hash_hex) != 64:
+                if len(fields) != 4 or tab != b"\t":
                     raise self.fail(Failure.EDITED, "not a record line", expected, number)
                 if fields[0] != b"%d" % expected:
                     raise self._out_of_order(fields[0], expected, number)
