@@ -7,6 +7,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -139,6 +140,8 @@ def test_append_never_raises_and_every_refusal_is_in_the_chain(tmp_path: Path) -
     log.append("token.revoke", {"object": object()})
     log.append("token.revoke", {"deferred": lambda: 1 / 0})
     log.append("token.revoke", {"deferred": lambda: [1, 2]})
+    log.append("token.revoke", [1, 2])  # type: ignore[arg-type]
+    log.append("token.revoke", MappingProxyType({"read_only": True}))
     log.close()
 
     gaps = records_of(tmp_path / "log", Kind.GAP)
@@ -147,10 +150,14 @@ def test_append_never_raises_and_every_refusal_is_in_the_chain(tmp_path: Path) -
     )
     revokes = records_of(tmp_path / "log", "token.revoke")
     assert revokes[:3] == [{"omitted": AuditOmitReason.UNENCODABLE}] * 3
-    assert revokes[3] == {"deferred": [1, 2]}
+    assert revokes[3:] == [
+        {"deferred": [1, 2]},
+        {"omitted": AuditOmitReason.UNENCODABLE},
+        {"read_only": True},
+    ]
     counts = log.telemetry_counts()
     assert counts.dropped[AuditDropReason.INVALID_KIND] == len(bad_kinds)
-    assert counts.omitted[AuditOmitReason.UNENCODABLE] == 3
+    assert counts.omitted[AuditOmitReason.UNENCODABLE] == 4
     assert verify(tmp_path / "log", [KEY.public_key()]).ok
 
 

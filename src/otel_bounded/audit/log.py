@@ -482,6 +482,8 @@ class AuditLog:
                     if len(valid) < _MAX_REMEMBERED_KINDS:
                         valid.add(kind)
                 try:
+                    if payload.__class__ is not dict:
+                        raise TypeError("not a plain dict")
                     text = encode(payload)
                 except Exception:
                     # Deferred values, spans, or something JSON cannot hold.
@@ -743,6 +745,7 @@ def _close_at_exit(log_ref: weakref.ref[AuditLog]) -> None:
 
 
 def _writer_loop(log_ref: weakref.ref[AuditLog]) -> None:
+    logged = False
     while True:
         log = log_ref()
         if log is None:
@@ -750,7 +753,16 @@ def _writer_loop(log_ref: weakref.ref[AuditLog]) -> None:
         try:
             running = log._drain_once()
         except Exception:
-            _logger.exception("Audit log writer failed; records are counted as dropped")
+            # Not a disk error (those are handled): a defect. Logged once, never a flood.
+            log._write_errors += 1
+            if not logged:
+                logged = True
+                _logger.exception(
+                    "Audit log %s: the writer failed unexpectedly; it keeps running and "
+                    "counts further failures in %s. Please report it.",
+                    log.path,
+                    telemetry.AUDIT_WRITE_ERRORS,
+                )
             running = True
         del log
         if not running:
