@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,7 +258,8 @@ class _Walker:
     def _lines(self, lines: list[bytes], first_seq: int) -> None:
         sha256 = hashlib.sha256
         system = _SYSTEM
-        kinds = self.kinds
+        kinds: list[bytes] = []
+        seen = kinds.append
         expected = start = self.expected
         previous = self.previous
         since_checkpoint = self.since_checkpoint
@@ -299,14 +301,12 @@ class _Walker:
                         )
                     digest = hashed.digest()
                 kind = fields[2]
-                kinds[kind] = kinds.get(kind, 0) + 1
+                seen(kind)
                 if kind in system:
                     self.expected, self.line = expected, number
                     since_checkpoint = self._system(kind, fields[3], previous, since_checkpoint)
                 else:
                     since_checkpoint += 1
-                if self.first_time is None:
-                    self.first_time = _time(fields[1])
                 previous = digest
                 expected += 1
         finally:
@@ -315,6 +315,10 @@ class _Walker:
             self.previous = previous
             self.since_checkpoint = since_checkpoint
             self.last_kind = kind
+            for name, count in Counter(kinds).items():
+                self.kinds[name] = self.kinds.get(name, 0) + count
+        if self.first_time is None:
+            self.first_time = _time(lines[0].split(b"\t", 2)[1])
         self.last_time = _time(lines[-1].split(b"\t", 2)[1])
 
     def _out_of_order(self, seq_text: bytes, expected: int, number: int) -> _Failed:
