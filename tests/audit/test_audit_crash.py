@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
+import resource
 import signal
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from otel_bounded.audit import verify
 from otel_bounded.audit.format import Kind, segment_name
 from otel_bounded.errors import AuditLogError
+from otel_bounded.telemetry import AuditDropReason
 from tests.audit.helpers import KEY, records_of, segment_files, small_log, user_records
 
 PUBLIC = [KEY.public_key()]
@@ -159,3 +162,54 @@ def test_a_clean_close_then_open_is_recorded_as_clean(tmp_path: Path) -> None:
     report = verify(path, PUBLIC)
     assert report.ok
     assert (report.opens, report.unclean_opens) == (1, 0)
+
+
+def test_a_disk_that_refuses_writes_costs_a_counted_gap_record_never_the_chain(
+    tmp_path: Path,
+) -> None:
+    """A real refusal: the file size limit (RLIMIT_FSIZE) makes write(2) fail with EFBIG."""
+    path = tmp_path / "log"
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            log = small_log(path, max_bytes=1 << 20, segment_bytes=1 << 16)
+            for index in range(5):
+                log.append("token.revoke", {"i": index})
+            log.flush()
+            soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            full = segment_files(path)[-1].stat().st_size + 10
+            resource.setrlimit(resource.RLIMIT_FSIZE, (full, hard))
+            for index in range(5, 15):
+                log.append("token.revoke", {"i": index})
+                log.flush()
+            refused = log.telemetry_counts()
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            log.append("token.revoke", {"i": 15})
+            log.close()
+            os.write(
+                write_fd,
+                json.dumps(
+                    {
+                        "dropped": refused.dropped[AuditDropReason.WRITE_ERROR],
+                        "errors": refused.write_errors,
+                    }
+                ).encode(),
+            )
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+
+    assert child["dropped"] == 10
+    assert child["errors"] >= 1
+    assert [payload["i"] for _, payload in user_records(path)] == [0, 1, 2, 3, 4, 15]
+    gaps = records_of(path, Kind.GAP)
+    assert gaps == [{"dropped": 10, "by_reason": {AuditDropReason.WRITE_ERROR: 10}}]
+    report = verify(path, PUBLIC)
+    assert report.ok, report.problem
+    assert report.dropped == 10

@@ -680,8 +680,11 @@ class AuditLog:
         self._checkpoint(CheckpointReason.SEGMENT_END)
         self._write_out()
         os.fsync(self._fd)
+        # Opened before the old one is let go: if this fails, the log goes on as it was.
+        fd, segment = self._open_segment(self._seq)
         os.close(self._fd)
-        self._fd = -1
+        self._fd, self._current = fd, segment
+        self._segments.append(segment)
         if removed:
             # Declared and on disk first: only then are the segments removed.
             for segment in removed:
@@ -691,14 +694,24 @@ class AuditLog:
             self._segments_removed += len(removed)
             self._records_removed += removed[-1].last_seq + 1 - removed[0].first_seq
         del current
-        self._start_segment(self._seq)
+        _sync_directory(self._dir)
 
     def _start_segment(self, first_seq: int) -> None:
-        path = self._dir / segment_name(first_seq)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        self._current = _Segment(first_seq, path, 0, first_seq - 1, self._previous)
+        self._fd, self._current = self._open_segment(first_seq)
         self._segments.append(self._current)
         _sync_directory(self._dir)
+
+    def _open_segment(self, first_seq: int) -> tuple[int, _Segment]:
+        path = self._dir / segment_name(first_seq)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        try:
+            fd = os.open(path, flags | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Left empty by an earlier attempt that failed after creating it; never one with data.
+            if path.stat().st_size:
+                raise
+            fd = os.open(path, flags, 0o600)
+        return fd, _Segment(first_seq, path, 0, first_seq - 1, self._previous)
 
     def _sync(self) -> None:
         if self._fsync != "never" and self._fd >= 0:
