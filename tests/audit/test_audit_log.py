@@ -325,3 +325,26 @@ def test_close_is_idempotent_and_logs_nothing(
     log.close()
     assert caplog.records == []
     assert len(records_of(tmp_path / "log", Kind.CHECKPOINT)) == 1
+
+
+def test_a_live_forked_child_does_not_keep_the_log_locked(tmp_path: Path) -> None:
+    log = small_log(tmp_path / "log")
+    go_read, go_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.write(ready_write, b"r")
+            os.read(go_read, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_read, 1) == b"r"
+        log.close()
+        small_log(tmp_path / "log").close()  # AuditLogError if the child held the lock
+    finally:
+        os.write(go_write, b"g")
+        os.waitpid(pid, 0)
+        for fd in (go_read, go_write, ready_read, ready_write):
+            os.close(fd)
+    assert verify(tmp_path / "log", [KEY.public_key()]).ok

@@ -748,7 +748,12 @@ class AuditLog:
         self._pending_gap = {}
         self._accepting = False
         self._closing = True
-        self._fd = -1
+        # The parent's descriptors: closed here so that the lock goes when the parent lets go.
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._lock_fd = -1
 
 
 def _close_at_exit(log_ref: weakref.ref[AuditLog]) -> None:
