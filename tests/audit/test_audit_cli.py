@@ -165,3 +165,21 @@ def test_export_refuses_a_log_that_fails_verification(
     segment.write_bytes(segment.read_bytes()[:-10])
     assert main(["audit", "export", str(path), "--otlp", "127.0.0.1:1"]) == 1
     assert "refusing to export" in capsys.readouterr().err
+
+
+def test_verify_prints_a_witness_that_a_later_verify_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _log(tmp_path / "log")
+    assert main(["audit", "verify", str(path), "--key", PUBLIC_HEX]) == 0
+    [witness] = [
+        line.split()[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("witness:")
+    ]
+    assert main(["audit", "verify", str(path), "--key", PUBLIC_HEX, "--witness", witness]) == 0
+    assert "witnesses:   1 matched" in capsys.readouterr().out
+    seq = int(witness.split(":")[0])
+    ahead = f"{seq + 5}:{witness.split(':')[1]}"
+    assert main(["audit", "verify", str(path), "--key", PUBLIC_HEX, "--witness", ahead]) == 1
+    assert "rolled back" in capsys.readouterr().out

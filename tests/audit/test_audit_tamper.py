@@ -307,3 +307,48 @@ def test_an_unsigned_log_fails_when_a_key_is_given(tmp_path: Path) -> None:
     problem = verify(tmp_path / "log", PUBLIC).problem
     assert problem is not None
     assert problem.failure == Failure.BAD_CHECKPOINT
+
+
+def test_a_rollback_to_an_earlier_close_is_caught_only_by_a_witness(scratch: Path) -> None:
+    path = scratch / "log"
+    log = small_log(path)
+    for index in range(20):
+        log.append("token.revoke", {"i": index})
+    log.close()
+    earlier = verify(path, PUBLIC)
+    log = small_log(path)
+    log.append("token.revoke", {"i": "later"})
+    log.close()
+    later = verify(path, PUBLIC)
+    assert later.ok
+    assert later.last_checkpoint is not None
+    assert earlier.last_checkpoint is not None
+    assert earlier.last_seq is not None
+
+    # Roll back: cut the log at its earlier closing checkpoint, drop what followed.
+    for file in segment_files(path):
+        lines = _lines(file)
+        kept = [line for line in lines if parse_line(line).seq <= earlier.last_seq]
+        if kept:
+            _write_lines(file, kept)
+        else:
+            file.unlink()
+
+    # The files alone cannot tell: this is a log as it once was, closed and signed.
+    assert verify(path, PUBLIC).ok
+    report = verify(path, PUBLIC, witnesses=[later.last_checkpoint])
+    assert report.problem is not None
+    assert report.problem.failure == Failure.TRUNCATED
+    assert "rolled back" in report.problem.detail
+    assert verify(path, PUBLIC, witnesses=[earlier.last_checkpoint]).witnesses_checked == 1
+
+
+def test_a_rewritten_log_fails_its_witness(whole_log: Path, scratch: Path) -> None:
+    report = verify(whole_log, PUBLIC)
+    assert report.last_checkpoint is not None
+    seq, chain = report.last_checkpoint
+    forged = chain[:-1] + ("0" if chain[-1] != "0" else "1")
+    problem = verify(whole_log, PUBLIC, witnesses=[(seq, forged)]).problem
+    assert problem is not None
+    assert problem.failure == Failure.EDITED
+    assert problem.seq == seq

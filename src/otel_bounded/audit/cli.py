@@ -79,6 +79,15 @@ def add_parser(commands: Any) -> None:
 
 def _key_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        type=_witness,
+        metavar="SEQ:HASH",
+        help="a checkpoint seen before (verify prints the last one): the log must still reach "
+        "it with the same hash, which catches a rollback (repeatable)",
+    )
+    parser.add_argument(
         "--key",
         action="append",
         default=[],
@@ -86,6 +95,13 @@ def _key_argument(parser: argparse.ArgumentParser) -> None:
         help="public key the checkpoints must be signed with: 64 hex digits or a PEM file "
         "(repeat for a log signed by several keys over its life)",
     )
+
+
+def _witness(text: str) -> tuple[int, str]:
+    seq, _, chain = text.partition(":")
+    if not seq.isdigit() or len(chain) != 64 or chain.strip("0123456789abcdef"):
+        raise argparse.ArgumentTypeError(f"not SEQ:HASH (64 lowercase hex digits): {text!r}")
+    return int(seq), chain
 
 
 def _since(text: str) -> float:
@@ -119,7 +135,7 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
     except ValueError as error:
         stderr.write(f"otel-bounded audit: --key: {error}\n")
         return 2
-    report = verify(args.path, keys, allow_open=args.allow_open)
+    report = verify(args.path, keys, allow_open=args.allow_open, witnesses=args.witness)
     if command == "verify":
         if args.json:
             stdout.write(json.dumps(_summary(report), indent=2) + "\n")
@@ -188,6 +204,11 @@ def _summary(report: VerifyReport) -> dict[str, Any]:
         "unsealed": report.unsealed,
         "torn_tail": report.torn_tail,
         "kinds": report.kinds,
+        "last_checkpoint": None
+        if report.last_checkpoint is None
+        else {"seq": report.last_checkpoint[0], "chain": report.last_checkpoint[1]},
+        "witnesses_checked": report.witnesses_checked,
+        "witnesses_unchecked": report.witnesses_unchecked,
     }
 
 
@@ -236,6 +257,17 @@ def _text_summary(report: VerifyReport) -> str:
     else:
         signing = "NOT signed: the chain shows damage, but anyone could have rewritten it whole"
     lines.append(f"checkpoints: {report.checkpoints}, {signing}")
+    if report.last_checkpoint is not None:
+        seq, chain = report.last_checkpoint
+        lines.append(
+            f"witness:     {seq}:{chain} (keep it away from this host; pass it as --witness "
+            "next time to detect a rollback)"
+        )
+    if report.witnesses_checked or report.witnesses_unchecked:
+        lines.append(
+            f"witnesses:   {report.witnesses_checked} matched, {report.witnesses_unchecked} "
+            "older than the retained records (not comparable)"
+        )
     if not report.closed:
         lines.append(
             f"open:        the log has no closing checkpoint; {report.unsealed} record(s) after "

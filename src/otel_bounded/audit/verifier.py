@@ -86,6 +86,10 @@ class VerifyReport:
     unsealed: int = 0
     torn_tail: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    last_checkpoint: tuple[int, str] | None = None
+    """(through, chain) of the last checkpoint: keep it elsewhere, pass it as a witness later."""
+    witnesses_checked: int = 0
+    witnesses_unchecked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -117,8 +121,16 @@ def verify(
     keys: Sequence[Ed25519PublicKey] = (),
     *,
     allow_open: bool = False,
+    witnesses: Sequence[tuple[int, str]] = (),
 ) -> VerifyReport:
     """Verify the log at `path`; `keys` pins the public keys checkpoints must be signed with.
+
+    `witnesses` are (seq, chain hash) pairs seen before, say the last
+    checkpoint of an earlier verification (`VerifyReport.last_checkpoint`),
+    kept away from the log's host: the log must still reach each one with
+    the same hash. That is what catches a rollback to an earlier state,
+    which the files alone cannot show (a witness in the part removed by
+    retention is counted as unchecked).
 
     Without `keys`, signatures are checked against the keys the log itself
     declares, which proves nothing against someone who rewrote it with a key of
@@ -130,6 +142,8 @@ def verify(
     walker = _Walker(Path(path), {key_id_of(key): key for key in keys}, allow_open)
     try:
         walker.run()
+        for seq, chain in witnesses:
+            walker.check_witness(seq, chain)
     except _Failed as failed:
         return walker.report(failed.problem)
     return walker.report(None)
@@ -167,6 +181,10 @@ class _Walker:
         self.segment = ""
         self.line = 0
         self.pending_first: tuple[bytes, bytes, str] | None = None
+        self.last_checkpoint: tuple[int, str] | None = None
+        self.names: list[tuple[int, str]] = []
+        self.witnesses_checked = 0
+        self.witnesses_unchecked = 0
 
     def fail(self, failure: str, detail: str, seq: int | None, line: int | None = None) -> _Failed:
         return _Failed(Problem(failure, self.segment, line, seq, detail))
@@ -194,6 +212,9 @@ class _Walker:
             unsealed=self.since_checkpoint,
             torn_tail=self.torn_tail,
             kinds={kind.decode("ascii", "replace"): n for kind, n in self.kinds.items()},
+            last_checkpoint=self.last_checkpoint,
+            witnesses_checked=self.witnesses_checked,
+            witnesses_unchecked=self.witnesses_unchecked,
         )
 
     def run(self) -> None:
@@ -203,6 +224,7 @@ class _Walker:
             raise self.fail(Failure.REMOVED, f"cannot list the log: {error}", None) from None
         if not names:
             raise self.fail(Failure.REMOVED, "no segment files: the log is gone", None)
+        self.names = names
         self.first_seq = self.expected = names[0][0]
         self.previous = GENESIS_PREVIOUS if self.expected == 0 else None
         for index, (first_seq, name) in enumerate(names):
@@ -371,6 +393,7 @@ class _Walker:
                 raise self.fail(Failure.BAD_CHECKPOINT, "unknown checkpoint reason", seq, number)
             self._check_signature(payload, checkpoint_message(through, chain, reason))
             self.last_reason = reason
+            self.last_checkpoint = (through, chain)
             return 0
         self.last_reason = None
         if kind == b"genesis" or kind == b"open":
@@ -461,6 +484,33 @@ class _Walker:
         if not signature_valid(key, signature, message):
             raise self.fail(Failure.BAD_CHECKPOINT, "its signature does not verify", seq, number)
         self.signed = True
+
+    def check_witness(self, seq: int, chain: str) -> None:
+        """Record `seq` must be here, with the chain hash a witness saw."""
+        first = self.first_seq or 0
+        if seq < first:
+            self.witnesses_unchecked += 1
+            return
+        if seq >= self.expected:
+            raise self.fail(
+                Failure.TRUNCATED,
+                f"the log ends at record {self.expected - 1}, before record {seq} that a witness "
+                "saw: records were removed from its end (rolled back)",
+                seq,
+            )
+        first_seq, name = max(item for item in self.names if item[0] <= seq)
+        self.segment = name
+        lines = (self.directory / name).read_bytes().split(b"\n")
+        stated = lines[seq - first_seq][-64:].decode("ascii")
+        if stated != chain:
+            raise self.fail(
+                Failure.EDITED,
+                "its chain hash is not the one a witness saw: the log was rewritten from here "
+                "or before",
+                seq,
+                seq - first_seq + 1,
+            )
+        self.witnesses_checked += 1
 
     def _named_key(self, payload: dict[str, Any]) -> Ed25519PublicKey | None:
         key_id, public = payload.get("key_id"), payload.get("public_key")
