@@ -352,3 +352,18 @@ def test_a_rewritten_log_fails_its_witness(whole_log: Path, scratch: Path) -> No
     assert problem is not None
     assert problem.failure == Failure.EDITED
     assert problem.seq == seq
+
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_parallel_verification_reports_exactly_what_one_process_does(
+    retained_log: Path, whole_log: Path, data: st.DataObject
+) -> None:
+    base = data.draw(st.sampled_from([retained_log, whole_log]), label="log")
+    with tempfile.TemporaryDirectory(prefix="audit-parallel-") as directory:
+        target = copy_log(base, Path(directory) / "log")
+        if data.draw(st.booleans(), label="tamper"):
+            data.draw(st.sampled_from(MUTATIONS), label="mutation")(segment_files(target), data)
+        allow_open = data.draw(st.booleans(), label="allow_open")
+        alone = verify(target, PUBLIC, allow_open=allow_open, workers=1)
+        assert verify(target, PUBLIC, allow_open=allow_open, workers=2) == alone
