@@ -26,7 +26,7 @@ def test_each_part_reports_ours_and_the_peer_and_one_goal(
     assert len(goals) == 1
     assert goals[0].value > 0
     rows, goals = bench.bench_writer(tmp_path, records=300, rounds=1)
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert goals[0].value > 0
     rows, goals = bench.bench_verify(tmp_path, records=300, rounds=1)
     assert "verify(302 records" in rows[0][0]

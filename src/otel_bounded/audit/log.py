@@ -430,21 +430,21 @@ class AuditLog:
             closing = self._closing
             flush_wanted = self._flush_requested
         try:
-            self._write_batch(batch, gap)
-            now = self._now()
-            if self._since_checkpoint and (
-                self._since_checkpoint >= self._checkpoint_every
-                or now - self._last_checkpoint_at >= self._checkpoint_interval
+            every = self._checkpoint_every
+            # A long queue is written in slices, so a checkpoint follows every `every` records.
+            for start in range(0, max(len(batch), 1), every):
+                self._write_batch(batch[start : start + every], gap if start == 0 else {})
+                if self._since_checkpoint >= every:
+                    self._seal(CheckpointReason.INTERVAL)
+            if (
+                self._since_checkpoint
+                and self._now() - self._last_checkpoint_at >= self._checkpoint_interval
             ):
-                self._checkpoint(CheckpointReason.INTERVAL)
-                self._write_out()
-                self._sync()
-            elif self._fsync == "batch" or (flush_wanted and self._buffered == 0):
+                self._seal(CheckpointReason.INTERVAL)
+            elif self._fsync == "batch" or flush_wanted > self._flushed:
                 self._sync()
             if closing:
-                self._checkpoint(CheckpointReason.CLOSE)
-                self._write_out()
-                self._sync()
+                self._seal(CheckpointReason.CLOSE)
         except OSError as error:
             self._write_failed(error, [])
         finally:
@@ -636,6 +636,12 @@ class AuditLog:
         segment.last_hash = self._previous
         self._bytes += len(data)
         self._records += records
+
+    def _seal(self, reason: str) -> None:
+        """A checkpoint, written and synced."""
+        self._checkpoint(reason)
+        self._write_out()
+        self._sync()
 
     def _checkpoint(self, reason: str) -> None:
         through = self._seq - 1
