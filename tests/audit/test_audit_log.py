@@ -348,3 +348,35 @@ def test_a_live_forked_child_does_not_keep_the_log_locked(tmp_path: Path) -> Non
         for fd in (go_read, go_write, ready_read, ready_write):
             os.close(fd)
     assert verify(tmp_path / "log", [KEY.public_key()]).ok
+
+
+@_SETTINGS
+@given(every=st.integers(1, 12), count=st.integers(0, 60))
+def test_no_more_than_checkpoint_every_records_go_unsealed(
+    tmp_path: Path, every: int, count: int
+) -> None:
+    from otel_bounded.audit import read_records
+
+    path = _fresh(tmp_path, "sealed")
+    release = threading.Event()
+    log = small_log(
+        path,
+        checkpoint_every=every,
+        checkpoint_interval_seconds=1e9,
+        max_bytes=1 << 20,
+        segment_bytes=1 << 18,
+    )
+    log.append("token.revoke", {"hold": lambda: release.wait(10)})
+    for index in range(count):
+        log.append("token.revoke", {"i": index})
+    release.set()  # the writer now finds every record queued at once
+    log.close()
+    run = longest = 0
+    for record in read_records(path):
+        if record.kind == Kind.CHECKPOINT:
+            run = 0
+        elif record.kind == "token.revoke":
+            run += 1
+            longest = max(longest, run)
+    assert longest <= every
+    assert verify(path, [KEY.public_key()]).ok
