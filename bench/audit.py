@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from _harness import Goal, Variant, format_goals, format_table, run_interleaved
 from otel_bounded.audit import AuditLog, verify
+from otel_bounded.audit.verifier import default_workers
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 PAYLOAD = {
@@ -179,7 +180,7 @@ def bench_verify(directory: Path, records: int, rounds: int) -> tuple[list[list[
     report = None
     for _ in range(rounds):
         start = time.perf_counter()
-        report = verify(path, [KEY.public_key()])
+        report = verify(path, [KEY.public_key()], workers=default_workers(path))
         ours.append(time.perf_counter() - start)
         assert report.ok, report.problem
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from otel_bounded import telemetry
 from otel_bounded.audit.format import key_id_of, load_public_key
 from otel_bounded.audit.otlp import request_from_resource_spans
-from otel_bounded.audit.verifier import VerifyReport, read_records, verify
+from otel_bounded.audit.verifier import VerifyReport, default_workers, read_records, verify
 
 __all__ = ["add_parser", "run"]
 
@@ -79,6 +79,14 @@ def add_parser(commands: Any) -> None:
 
 def _key_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="processes checking segments in parallel (default: one per CPU for a log of "
+        "64 MiB or more, else 1)",
+    )
+    parser.add_argument(
         "--witness",
         action="append",
         default=[],
@@ -95,6 +103,12 @@ def _key_argument(parser: argparse.ArgumentParser) -> None:
         help="public key the checkpoints must be signed with: 64 hex digits or a PEM file "
         "(repeat for a log signed by several keys over its life)",
     )
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
 
 
 def _witness(text: str) -> tuple[int, str]:
@@ -135,7 +149,10 @@ def run(args: argparse.Namespace, stdout: TextIO = sys.stdout, stderr: TextIO = 
     except ValueError as error:
         stderr.write(f"otel-bounded audit: --key: {error}\n")
         return 2
-    report = verify(args.path, keys, allow_open=args.allow_open, witnesses=args.witness)
+    workers = args.workers if args.workers is not None else default_workers(args.path)
+    report = verify(
+        args.path, keys, allow_open=args.allow_open, witnesses=args.witness, workers=workers
+    )
     if command == "verify":
         if args.json:
             stdout.write(json.dumps(_summary(report), indent=2) + "\n")

@@ -33,7 +33,15 @@ from otel_bounded.audit.format import (
     signature_valid,
 )
 
-__all__ = ["AuditRecord", "Failure", "Problem", "VerifyReport", "read_records", "verify"]
+__all__ = [
+    "AuditRecord",
+    "Failure",
+    "Problem",
+    "VerifyReport",
+    "default_workers",
+    "read_records",
+    "verify",
+]
 
 
 class Failure:
@@ -123,7 +131,7 @@ def verify(
     *,
     allow_open: bool = False,
     witnesses: Sequence[tuple[int, str]] = (),
-    workers: int | None = None,
+    workers: int = 1,
 ) -> VerifyReport:
     """Verify the log at `path`; `keys` pins the public keys checkpoints must be signed with.
 
@@ -134,8 +142,10 @@ def verify(
     which the files alone cannot show (a witness in the part removed by
     retention is counted as unchecked).
 
-    `workers` processes check segments in parallel (default: one per CPU for
-    a log of 64 MiB or more, else none); the report is the same either way.
+    `workers` > 1 checks segments in that many processes (forked: leave it
+    at 1 inside an application with threads of its own); the report is the
+    same either way. ``otel-bounded audit verify`` uses one per CPU for a log
+    of 64 MiB or more (`default_workers`).
 
     Without `keys`, signatures are checked against the keys the log itself
     declares, which proves nothing against someone who rewrote it with a key of
@@ -145,8 +155,6 @@ def verify(
     last checkpoint, and a torn last line, are reported instead.
     """
     walker = _Walker(Path(path), {key_id_of(key): key for key in keys}, allow_open)
-    if workers is None:
-        workers = _default_workers(Path(path))
     try:
         walker.run(workers)
         for seq, chain in witnesses:
@@ -641,10 +649,10 @@ def _misnumbered(segment: str, seq_text: bytes, expected: int, number: int) -> P
 _PARALLEL_FROM_BYTES = 64 << 20
 
 
-def _default_workers(directory: Path) -> int:
+def default_workers(directory: str | os.PathLike[str]) -> int:
     """One process per CPU for a large log, where starting them costs little in comparison."""
     try:
-        size = sum(entry.stat().st_size for entry in directory.glob("segment-*.audit"))
+        size = sum(entry.stat().st_size for entry in Path(directory).glob("segment-*.audit"))
     except OSError:
         return 1
     return (os.cpu_count() or 1) if size >= _PARALLEL_FROM_BYTES else 1
