@@ -380,3 +380,46 @@ def test_no_more_than_checkpoint_every_records_go_unsealed(
             longest = max(longest, run)
     assert longest <= every
     assert verify(path, [KEY.public_key()]).ok
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 1200)),
+        st.tuples(st.just("flush"), st.just(0)),
+        st.tuples(st.just("reopen"), st.sampled_from([3, 4, 6, 8])),
+    ),
+    max_size=80,
+)
+
+
+@_SETTINGS
+@given(steps=operations)
+def test_across_reopens_and_smaller_caps_the_newest_records_stay_whole_and_under_the_cap(
+    tmp_path: Path, steps: list[tuple[str, int]]
+) -> None:
+    path = _fresh(tmp_path, "reopened")
+    segments = 6
+    log = small_log(path, max_bytes=segments * SEGMENT)
+    appended = 0
+    for operation, argument in steps:
+        if operation == "append":
+            log.append("token.revoke", {"i": appended, "pad": "p" * argument})
+            appended += 1
+        elif operation == "flush":
+            assert log.flush()
+            assert disk_bytes(path) <= segments * SEGMENT
+        else:
+            log.close()
+            segments = argument
+            log = small_log(path, max_bytes=segments * SEGMENT)
+            assert disk_bytes(path) <= segments * SEGMENT
+    log.close()
+    assert disk_bytes(path) <= segments * SEGMENT
+
+    report = verify(path, [KEY.public_key()])
+    assert report.ok, report.problem
+    kept = [payload["i"] for _, payload in user_records(path)]
+    assert kept == list(range(appended - len(kept), appended))
+    if kept[:1] != [0] and appended:
+        assert report.first_seq
+        assert report.first_seq - 1 in [item["removed_through"] for item in report.retention]

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_bounded.audit import Failure, verify
+from otel_bounded.audit import Failure, read_records, verify
 from otel_bounded.audit.format import checkpoint_message, parse_line
 from tests.audit.helpers import KEY, OTHER_KEY, copy_log, segment_files, small_log
 
@@ -367,3 +367,40 @@ def test_parallel_verification_reports_exactly_what_one_process_does(
         allow_open = data.draw(st.booleans(), label="allow_open")
         alone = verify(target, PUBLIC, allow_open=allow_open, workers=1)
         assert verify(target, PUBLIC, allow_open=allow_open, workers=2) == alone
+
+
+def test_a_log_whose_first_record_left_is_a_checkpoint_verifies(scratch: Path) -> None:
+    path = scratch / "log"
+    for _ in range(6):  # each open starts a segment that the next close begins with a checkpoint
+        small_log(path, max_bytes=2 * 4096).close()
+    report = verify(path, PUBLIC)
+    assert report.ok, report.problem
+    first = next(iter(read_records(path)))
+    assert (first.seq, first.kind) == (report.first_seq, "checkpoint")
+    assert report.first_seq
+
+    # What that checkpoint states must still be what the retention record states.
+    [segment] = [f for f in segment_files(path) if f.name.endswith(f"{first.seq:020d}.audit")]
+    lines = _lines(segment)
+    payload = json.loads(parse_line(lines[0]).payload)
+    payload["chain"] = "0" * 64
+    body = b"\t".join(
+        [*parse_line(lines[0]).body.split(b"\t", 3)[:3], json.dumps(payload).encode()]
+    )
+    problem = _rechained_first(path, segment, lines, body)
+    assert problem is not None
+    assert problem.failure in (Failure.BAD_CHECKPOINT, Failure.EDITED)
+
+
+def _rechained_first(path: Path, segment: Path, lines: list[bytes], body: bytes) -> object:
+    """Replace the first record without its key: its hash as the retention record's chain gives."""
+    retention = [r for r in read_records(path) if r.kind == "retention"][-1].payload
+    digest = hashlib.sha256(bytes.fromhex(retention["chain"]) + body).digest()
+    previous = digest
+    out = [body + b"\t" + digest.hex().encode()]
+    for line in lines[1:]:
+        rest = parse_line(line).body
+        previous = hashlib.sha256(previous + rest).digest()
+        out.append(rest + b"\t" + previous.hex().encode())
+    _write_lines(segment, out)
+    return verify(path, PUBLIC).problem

@@ -196,6 +196,7 @@ class _Walker:
         self.segment = ""
         self.line = 0
         self.pending_first: tuple[bytes, bytes, str] | None = None
+        self.first_checkpoint_chain: str | None = None
         self.last_checkpoint: tuple[int, str] | None = None
         self.names: list[tuple[int, str]] = []
         self.witnesses_checked = 0
@@ -327,7 +328,11 @@ class _Walker:
                 payload.get("chain"),
                 payload.get("reason"),
             )
-            if through != seq - 1 or previous is None or chain != previous.hex():
+            if previous is None and through == seq - 1 and isinstance(chain, str):
+                # The first record left after retention: what it states is compared
+                # with the retention record's statement once every record is read.
+                self.first_checkpoint_chain = chain
+            elif through != seq - 1 or previous is None or chain != previous.hex():
                 raise self.fail(
                     Failure.BAD_CHECKPOINT,
                     "it does not state the chain of the records before it",
@@ -491,8 +496,16 @@ class _Walker:
                 previous = bytes.fromhex(item["chain"])
             except ValueError:
                 continue
-            if hashlib.sha256(previous + body).hexdigest().encode("ascii") == hash_hex:
-                return
+            if hashlib.sha256(previous + body).hexdigest().encode("ascii") != hash_hex:
+                continue
+            if self.first_checkpoint_chain not in (None, item["chain"]):
+                raise self.fail(
+                    Failure.BAD_CHECKPOINT,
+                    "it does not state the chain its retention record states",
+                    first,
+                    1,
+                )
+            return
         raise self.fail(
             Failure.EDITED,
             "the first record left does not follow the chain its retention record states",
