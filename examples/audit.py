@@ -1,8 +1,9 @@
 """An agent's evicted traces, revocations and approvals in a verifiable audit log.
 
 Run: ``python examples/audit.py [DIR]``. It writes a small log into DIR (by
-default a new temporary directory), with a fresh signing key, then verifies it offline with the public
-key alone, as an auditor would (``otel-bounded audit verify DIR --key KEY``).
+default a new temporary directory) with a fresh signing key, then verifies it
+offline with the public key alone, as an auditor would (``otel-bounded audit
+verify DIR --key KEY``).
 """
 
 from __future__ import annotations
