@@ -17,6 +17,7 @@ from otel_bounded import (
     ApprovalLedger,
     ApprovalScope,
     HMACTokenProvider,
+    TokenError,
     TraceStore,
     telemetry,
 )
@@ -184,3 +185,22 @@ def test_an_invalid_audit_key_variable_refuses_to_start_without_quoting_it(
     with pytest.raises(ValueError, match="OTEL_BOUNDED_AUDIT_KEY") as raised:
         TraceStore.from_env()
     assert "sekrit" not in str(raised.value)
+
+
+def test_a_secret_passed_where_a_token_id_belongs_never_reaches_the_log(log: AuditLog) -> None:
+    provider = HMACTokenProvider(SECRET, audit=log)
+    token = provider.issue("deploy", "alice", ttl_seconds=60)
+    ledger = ApprovalLedger(audit=log)
+    grant = ledger.request(
+        ApprovalScope("deploy", "release"), requested_by="alice", executor="bot", ttl_seconds=60
+    )
+    for misplaced in (SECRET, token.signature, f"{token.encode()}x"):
+        with pytest.raises(TokenError):
+            provider.revoke(misplaced)
+    with pytest.raises(ValueError, match="approval token"):
+        ledger.approve(grant.token, approver=grant.token)
+    log.close()
+    on_disk = all_bytes(log.path)
+    for secret in (SECRET, token.signature, token.encode(), grant.token):
+        assert secret.encode() not in on_disk
+    assert records_of(log.path, telemetry.AUDIT_TOKEN_REVOKE) == []
