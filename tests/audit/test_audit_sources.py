@@ -159,13 +159,17 @@ def test_from_env_attaches_one_shared_log_to_stores_and_providers(
     monkeypatch.setenv("OTEL_BOUNDED_AUDIT_PATH", str(tmp_path / "env-log"))
     monkeypatch.setenv("OTEL_BOUNDED_AUDIT_KEY", bytes(range(32)).hex())
     monkeypatch.setenv("OTEL_BOUNDED_TOKEN_SECRET", SECRET)
+    monkeypatch.delenv("OTEL_BOUNDED_APPROVAL_STORE", raising=False)
     store = TraceStore.from_env()
     provider = HMACTokenProvider.from_env()
+    ledger = ApprovalLedger.from_env()
     shared = audit_from_env()
     assert isinstance(shared, AuditLog)
     assert store._audit is shared
     assert provider._audit is shared
+    assert ledger._audit is shared
     provider.revoke_all("alice")
+    ledger.close()
     shared.close()
     assert records_of(tmp_path / "env-log", telemetry.AUDIT_TOKEN_REVOKE_ALL)
     assert verify(tmp_path / "env-log", PUBLIC).ok
