@@ -350,7 +350,7 @@ def test_principal_index_never_outlives_its_tokens(clock: FakeClock) -> None:
 
     provider.sweep()
 
-    assert provider._issued_by_principal == {}
+    assert provider._issued.principal_count == 0
     assert len(provider._issued) == 0
 
 
