@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from otel_bounded.errors import (
+    TokenClockSkew,
     TokenError,
     TokenExpired,
     TokenInvalid,
@@ -475,15 +476,18 @@ def test_invalid_clock_skew_is_refused(skew: object) -> None:
 
 
 def test_clock_skew_may_be_zero() -> None:
-    """Zero: clocks that agree exactly, as on one host; a token issued after a cut-off
-    at the same reading (one ulp later) still verifies."""
+    """Zero: clocks that agree exactly, as on one host. A token after a cut-off at the
+    same reading would be stamped ahead of every clock: refused until the clock ticks."""
     clock = FakeClock()
     provider = HMACTokenProvider(SECRET, clock=clock, max_clock_skew_seconds=0)
     provider.revoke_all("alice")
+    with pytest.raises(TokenClockSkew):
+        provider.issue("read", "alice")
+    clock.advance(1e-6)
 
     token = provider.issue("read", "alice")
 
-    assert token.issued_at > clock.now
+    assert token.issued_at == clock.now
     provider.verify(token, **ALICE)
     assert provider.max_clock_skew_seconds == 0
 

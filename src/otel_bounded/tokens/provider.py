@@ -408,11 +408,10 @@ class HMACTokenProvider:
         The entry is kept until the token has expired on every replica within
         the skew: the expiry comes from the token, from this provider's index,
         or for an id it never saw, the latest such a token could expire. It is
-        written whenever the token may still be live somewhere by this
-        provider's clock reading, even if this provider's own time (held
-        ahead after a clock step back) says it has expired. Returns True when
-        the token was newly revoked; False when it already was, or has expired
-        by the clock. An encoded token that does not authenticate raises
+        written even when this provider's time (held ahead after a clock step
+        back) or its clock says the token has expired: another replica's clock
+        may say otherwise. Returns True when the token was newly revoked;
+        False when it already was, or has expired by the clock. An encoded token that does not authenticate raises
         `TokenInvalid` (revoke it by id instead), and so does a string that is
         neither an encoded token nor shaped like the ids `issue` makes.
         """
@@ -456,13 +455,13 @@ class HMACTokenProvider:
                 # must stay refused on replicas up to the skew behind.
                 expires_at = now + self._max_ttl + self._max_skew
                 keep_until = expires_at + self._max_skew
-            newly = False
-            if keep_until > reading:
-                store = self._store
-                with self._store_guard():
-                    already = known is not None and store.lookup(token_id, known[0], known[1])[0]
-                    added = store.revoke_token(token_id, keep_until, reading)
-                newly = added and not already and expires_at > reading
+            # Written even if this clock says the token expired long ago: this clock may be
+            # the one that is wrong. A sweep removes what was not needed.
+            store = self._store
+            with self._store_guard():
+                already = known is not None and store.lookup(token_id, known[0], known[1])[0]
+                added = store.revoke_token(token_id, keep_until, reading)
+            newly = added and not already and expires_at > reading
             if known is not None:
                 span.set_attribute(telemetry.PRINCIPAL_ID, known[0])
             span.set_attribute(telemetry.TOKEN_EXPIRES_AT, expires_at)
