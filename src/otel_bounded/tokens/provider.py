@@ -411,9 +411,10 @@ class HMACTokenProvider:
         written even when this provider's time (held ahead after a clock step
         back) or its clock says the token has expired: another replica's clock
         may say otherwise. Returns True when the token was newly revoked;
-        False when it already was, or has expired by the clock. An encoded token that does not authenticate raises
-        `TokenInvalid` (revoke it by id instead), and so does a string that is
-        neither an encoded token nor shaped like the ids `issue` makes.
+        False when it already was, or has expired by the clock. An encoded
+        token that does not authenticate raises `TokenInvalid` (revoke it by
+        id instead), and so does a string that is neither an encoded token nor
+        shaped like the ids `issue` makes.
         """
         self._maybe_sweep()
         with self._tracer.start_as_current_span(
