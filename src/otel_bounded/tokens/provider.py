@@ -76,7 +76,7 @@ _SIGNATURE_LENGTH = 43  # base64url of 32 bytes, unpadded
 _WIDEST_FLOAT = -2.2250738585072014e-308
 # Store work of revoke_all, per lock hold or round trip: a principal with 20,000
 # live tokens never holds up another principal's verify for long.
-_REVOKE_ALL_BATCH = 1000
+_REVOKE_ALL_BATCH = 256
 
 
 class HMACTokenProvider:
