@@ -38,6 +38,14 @@ from otel_bounded.errors import (
     TokenScopeError,
 )
 from otel_bounded.telemetry import SweepTrigger
+from otel_bounded.tokens.arguments import (
+    check_encoded_length,
+    check_name,
+    check_utf8,
+    plain_ids,
+    positive_seconds,
+    skew_seconds,
+)
 from otel_bounded.tokens.issued import IssuedTokens
 from otel_bounded.tokens.keys import (
     MIN_SECRET_BYTES,
@@ -72,8 +80,6 @@ have to be kept longer.
 """
 
 _COMPONENT_TYPE = "otel_bounded_token_provider"
-_SIGNATURE_LENGTH = 43  # base64url of 32 bytes, unpadded
-_WIDEST_FLOAT = -2.2250738585072014e-308
 # Store work of revoke_all, per lock hold or round trip: a principal with 20,000
 # live tokens never holds up another principal's verify for long.
 _REVOKE_ALL_BATCH = 256
@@ -108,14 +114,14 @@ class HMACTokenProvider:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self._clock = validate_clock(clock)
-        self._max_ttl = _positive_seconds("max_ttl_seconds", max_ttl_seconds)
+        self._max_ttl = positive_seconds("max_ttl_seconds", max_ttl_seconds)
         if self._max_ttl > MAX_TTL_CEILING_SECONDS:
             raise ValueError(
                 f"max_ttl_seconds must be at most {MAX_TTL_CEILING_SECONDS:.0f} (ten years), "
                 f"got {max_ttl_seconds!r}"
             )
-        self._max_skew = _skew_seconds(max_clock_skew_seconds)
-        self._sweep_interval = _positive_seconds("sweep_interval_seconds", sweep_interval_seconds)
+        self._max_skew = skew_seconds(max_clock_skew_seconds)
+        self._sweep_interval = positive_seconds("sweep_interval_seconds", sweep_interval_seconds)
         self._keys = Keyring(secret, active_key_id)
         self._owns_store = revocations is None or isinstance(revocations, str)
         if revocations is None:
@@ -245,12 +251,12 @@ class HMACTokenProvider:
         back that far, or (for one instant) right after a `revoke_all` of the
         principal here, whose cut-off reaches that far ahead.
         """
-        _check_name("capability_id", capability_id)
-        _check_name("principal_id", principal_id)
+        check_name("capability_id", capability_id)
+        check_name("principal_id", principal_id)
         if not isinstance(audit_id, str):
             raise ValueError(f"audit_id must be a str, got {type(audit_id).__name__}")
-        _check_utf8("audit_id", audit_id)
-        ttl = _positive_seconds("ttl_seconds", ttl_seconds)
+        check_utf8("audit_id", audit_id)
+        ttl = positive_seconds("ttl_seconds", ttl_seconds)
         if ttl > self._max_ttl:
             raise ValueError(
                 f"ttl_seconds={ttl_seconds!r} is above max_ttl_seconds={self._max_ttl!r}; "
@@ -259,7 +265,7 @@ class HMACTokenProvider:
         frozen = freeze_constraints(constraints)
         token_id = secrets.token_urlsafe(16)
         key_id = self._keys.active_key_id
-        self._check_encoded_length(key_id, token_id, capability_id, principal_id, audit_id, frozen)
+        check_encoded_length(key_id, token_id, capability_id, principal_id, audit_id, frozen)
         self._maybe_sweep()
         with self._lock:
             reading, issued_at = self._tick()
@@ -338,7 +344,7 @@ class HMACTokenProvider:
             expected_principal_id.__class__ is not str
             or expected_capability_id.__class__ is not str
         ):
-            expected_principal_id, expected_capability_id = _plain_ids(
+            expected_principal_id, expected_capability_id = plain_ids(
                 expected_principal_id, expected_capability_id
             )
         if principal_id != expected_principal_id or capability_id != expected_capability_id:
@@ -482,7 +488,7 @@ class HMACTokenProvider:
         The store work goes in batches, and the provider's lock is never held
         across a network round trip, so other principals' verifications go on.
         """
-        _check_name("principal_id", principal_id)
+        check_name("principal_id", principal_id)
         principal_id = str.__str__(principal_id)
         self._maybe_sweep()
         with self._tracer.start_as_current_span(
@@ -579,25 +585,6 @@ class HMACTokenProvider:
                 token_id=fields[0],
             )
         return authenticated
-
-    def _check_encoded_length(
-        self,
-        key_id: str,
-        token_id: str,
-        capability_id: str,
-        principal_id: str,
-        audit_id: str,
-        constraints: Mapping[str, Any],
-    ) -> None:
-        # The longest float reprs stand in for timestamps not known yet.
-        widest = (token_id, capability_id, principal_id, _WIDEST_FLOAT, _WIDEST_FLOAT, audit_id)
-        signed = signing_input(key_id, (*widest, constraints))
-        length = len(signed) + 1 + _SIGNATURE_LENGTH
-        if length > MAX_ENCODED_LENGTH:
-            raise ValueError(
-                f"the encoded token could reach {length} characters, above {MAX_ENCODED_LENGTH}: "
-                "shorten the ids, audit_id or constraints"
-            )
 
     def _count(self, outcome: str, now: float) -> None:
         with self._lock:
@@ -700,57 +687,9 @@ def _token(fields: Payload, key_id: str, signature: str) -> CapabilityToken:
     )
 
 
-def _plain_ids(principal_id: object, capability_id: object) -> tuple[str, str]:
-    """The expected ids as plain `str`: a subclass's own `__eq__` must not decide scope."""
-    plain = []
-    for name, value in (("principal", principal_id), ("capability", capability_id)):
-        if not isinstance(value, str):
-            raise TokenScopeError(
-                f"expected_{name}_id must be a str, not {type(value).__name__}: "
-                "scope is compared exactly"
-            )
-        # Measured before it is copied; no id in a token is that long.
-        plain.append(str.__str__(value) if len(value) <= MAX_ENCODED_LENGTH else "\0")
-    return plain[0], plain[1]
-
-
 def _expired(token_id: str, expires_at: float) -> TokenExpired:
     return TokenExpired(
         f"token {token_id} expired at {expires_at!r}; ask its issuer for a new one",
         token_id=token_id,
         expires_at=expires_at,
     )
-
-
-def _positive_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
-    return float(value)
-
-
-def _skew_seconds(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value <= MAX_TTL_CEILING_SECONDS
-    ):
-        raise ValueError(
-            "max_clock_skew_seconds must be a finite number of seconds, 0 or more "
-            f"(at most {MAX_TTL_CEILING_SECONDS:.0f}), got {value!r}"
-        )
-    return float(value)
-
-
-def _check_name(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty str, got {value!r}")
-    _check_utf8(name, value)
-
-
-def _check_utf8(name: str, value: str) -> None:
-    # A lone surrogate has no UTF-8 form: SQLite, Redis and OTLP exporters would all fail on it.
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{name} must be valid UTF-8 text: {value!r} is not") from None
