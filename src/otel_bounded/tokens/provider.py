@@ -344,9 +344,13 @@ class HMACTokenProvider:
             expected_principal_id.__class__ is not str
             or expected_capability_id.__class__ is not str
         ):
-            expected_principal_id, expected_capability_id = plain_ids(
-                expected_principal_id, expected_capability_id
-            )
+            try:
+                expected_principal_id, expected_capability_id = plain_ids(
+                    expected_principal_id, expected_capability_id
+                )
+            except TokenScopeError:
+                self._count(outcomes.SCOPE_MISMATCH, now)
+                raise
         if principal_id != expected_principal_id or capability_id != expected_capability_id:
             self._count(outcomes.SCOPE_MISMATCH, now)
             raise TokenScopeError(
