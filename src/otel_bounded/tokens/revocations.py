@@ -1,9 +1,10 @@
 """Where revocations live: this process, a SQLite file, or a Redis shared by a fleet.
 
-Every store keeps two kinds of entry, each until an absolute ``expires_at``
-after which the tokens it blocks have expired anyway: a revoked token id, and
-a per-principal cut-off that blocks every token of that principal issued at
-or before it. Stores never drop an entry earlier, and they fail closed: an
+Every store keeps two kinds of entry, each until an absolute time (its
+``keep_until``, in the ``expires_at`` column or score) after which the tokens
+it blocks have expired on every replica within the skew: a revoked token id,
+and a per-principal cut-off that blocks every token of that principal issued
+at or before it. Stores never drop an entry earlier, and they fail closed: an
 operation that cannot reach its backend raises `RevocationStoreUnavailable`.
 
 Times are passed in from the provider, so one injected clock drives every
