@@ -105,8 +105,9 @@ class MemoryRevocationStore:
 
     Not thread-safe alone; its provider guards it. Each kind of entry sits in
     a `BoundedStore` with an absolute expiry and no other bound: dropping an
-    entry early would un-revoke a live token. Providers of one process may
-    share one: a sweep records how far it went, as in a shared file.
+    entry early would un-revoke a live token. A sweep records how far it went,
+    as in a shared file, so providers that share one (on one thread: each
+    guards it with its own lock only) see each other's sweeps.
     """
 
     kind = "memory"
