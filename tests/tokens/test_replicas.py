@@ -411,3 +411,81 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
 @pytest.mark.servers
 def test_replicas_sharing_redis(shared_redis: RunningServer) -> None:
     run_state_machine_as_test(RedisFleet, settings=_SETTINGS)
+
+
+# -- the findings, one by one, as an operator of a fleet met them ------------------------
+
+ALICE = {"expected_principal_id": "alice", "expected_capability_id": "read"}
+
+
+def test_a_sweep_on_a_replica_whose_clock_jumped_ahead_unrevokes_nothing_elsewhere(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet(truth=1_700_000_000.0)
+    clock_a, clock_b = ReplicaClock(fleet), ReplicaClock(fleet)
+    database = tmp_path / "revocations.db"
+    a = HMACTokenProvider(SECRET, clock=clock_a, revocations=SQLiteRevocationStore(database))
+    b = HMACTokenProvider(SECRET, clock=clock_b, revocations=SQLiteRevocationStore(database))
+    token = b.issue("read", "alice", ttl_seconds=600)
+    assert b.revoke(token) is True
+
+    clock_a.offset = 3600  # a bad NTP answer
+    assert a.sweep() == 1  # by A's clock the token expired long ago
+    clock_a.offset = 0
+
+    for replica in (a, b):  # whatever the replica, the token is refused
+        with pytest.raises(TokenExpired):
+            replica.verify(token, **ALICE)
+    restarted = HMACTokenProvider(SECRET, clock=clock_b, revocations=f"sqlite:///{database}")
+    with pytest.raises(TokenExpired):
+        restarted.verify(token, **ALICE)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.servers)])
+def test_a_revoke_on_a_replica_held_ahead_is_stored_for_every_replica(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "redis":
+        url = f"redis://{request.getfixturevalue('redis_server').address}/0"
+    else:
+        url = f"sqlite:///{tmp_path / 'revocations.db'}"
+    fleet = Fleet(truth=float(math.floor(time.time())))
+    clock_a, clock_b = ReplicaClock(fleet), ReplicaClock(fleet)
+    a = HMACTokenProvider(SECRET, clock=clock_a, revocations=url)
+    b = HMACTokenProvider(SECRET, clock=clock_b, revocations=url)
+    token = b.issue("read", "alice", ttl_seconds=300)  # minutes to live
+    clock_a.offset = 600
+    a.sweep()  # A's time is now 10 minutes ahead ...
+    clock_a.offset = 0  # ... and stays there after its clock steps back
+
+    assert a.revoke(token) is True  # live by the reading it writes with
+
+    with pytest.raises(TokenRevoked):
+        b.verify(token, **ALICE)
+    a.close()
+    b.close()
+
+
+def test_a_replica_held_ahead_cannot_mint_tokens_that_escape_revoke_all(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet(truth=1_700_000_000.0)
+    clock_a, clock_b = ReplicaClock(fleet), ReplicaClock(fleet)
+    database = tmp_path / "revocations.db"
+    a = HMACTokenProvider(SECRET, clock=clock_a, revocations=SQLiteRevocationStore(database))
+    b = HMACTokenProvider(SECRET, clock=clock_b, revocations=SQLiteRevocationStore(database))
+    clock_a.offset = 600  # A saw a +10 min step ...
+    a.issue("read", "bob")
+    clock_a.offset = 0  # ... and its clock came back
+
+    with pytest.raises(TokenClockSkew):
+        a.issue("read", "alice")  # it would be stamped 10 min ahead
+    fleet.truth += 570  # now A's time runs 30 s ahead of its clock: within the skew
+    ahead = a.issue("read", "alice")
+    assert ahead.issued_at == clock_b() + 30
+
+    assert b.revoke_all("alice") == 0  # B, with the right time, issued none of them
+
+    for replica in (a, b):
+        with pytest.raises(TokenRevoked):
+            replica.verify(ahead, **ALICE)
