@@ -25,6 +25,7 @@ from otel_bounded.errors import (
 )
 from otel_bounded.tokens import (
     CapabilityToken,
+    FrozenDict,
     HMACTokenProvider,
     RedisRevocationStore,
     SQLiteRevocationStore,
@@ -302,3 +303,16 @@ def test_a_hung_redis_fails_closed_within_the_timeout(clock: FakeClock, tmp_path
         server.process.send_signal(signal.SIGCONT)
         provider.close()
         server.stop()
+
+
+def test_a_frozen_dict_made_by_the_caller_is_still_checked_and_frozen(
+    provider: HMACTokenProvider,
+) -> None:
+    with pytest.raises(ValueError, match="UTF-8"):
+        provider.issue("read", "alice", constraints=FrozenDict({"x": json.loads('"\\ud800"')}))
+    paths = ["/a"]
+    token = provider.issue("read", "alice", constraints=FrozenDict({"paths": paths}))
+    paths.append("/etc")
+
+    assert token.constraints == {"paths": ("/a",)}
+    assert provider.verify(token, **ALICE) == token

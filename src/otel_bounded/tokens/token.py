@@ -68,8 +68,17 @@ class FrozenDict(dict[str, Any]):
         return repr(dict(self))
 
 
+class _Frozen(FrozenDict):
+    """A `FrozenDict` this module froze itself: checked and frozen all the way down."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+
 # Shared by every token without constraints: nothing can change it.
-_NO_CONSTRAINTS: Mapping[str, Any] = FrozenDict()
+_NO_CONSTRAINTS: Mapping[str, Any] = _Frozen()
 
 Payload = tuple[str, str, str, float, float, str, Mapping[str, Any]]
 """token_id, capability_id, principal_id, issued_at, expires_at, audit_id, constraints."""
@@ -191,8 +200,8 @@ def freeze_constraints(constraints: object) -> Mapping[str, Any]:
         )
     if not constraints:
         return _NO_CONSTRAINTS
-    if constraints.__class__ is FrozenDict:
-        return constraints  # frozen all the way down when it was made
+    if constraints.__class__ is _Frozen:
+        return constraints  # checked and frozen all the way down when it was made
     return _freeze_mapping(constraints, 0)
 
 
@@ -220,7 +229,7 @@ def _freeze_mapping(mapping: Mapping[Any, Any], depth: int) -> Mapping[str, Any]
         if not isinstance(key, str):
             raise ValueError(f"constraints keys must be str, got {key!r}")
         frozen[_text(key)] = _freeze(item, depth + 1)
-    return FrozenDict(frozen)
+    return _Frozen(frozen)
 
 
 def _text(value: str) -> str:
