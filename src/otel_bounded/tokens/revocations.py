@@ -25,9 +25,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from otel_bounded import storage
 from otel_bounded.config import redact_url
 from otel_bounded.core import BoundedStore, EvictionReason, reinit_after_fork
 from otel_bounded.errors import RevocationStoreUnavailable
+from otel_bounded.storage import StoreFailure
 
 if TYPE_CHECKING:
     import redis
@@ -183,6 +185,7 @@ class MemoryRevocationStore:
         return f"MemoryRevocationStore(entries={self.count()})"
 
 
+_WHAT = "revocation store"
 _SQLITE_SCHEMA_VERSION = 1
 _SQLITE_BATCH = 500  # ids per IN (...) query: far below SQLite's variable limit
 _SQLITE_SCHEMA = """
@@ -237,41 +240,24 @@ class SQLiteRevocationStore:
 
     def __init__(self, path: str | os.PathLike[str], *, timeout_seconds: float = 5.0) -> None:
         self._path = os.fspath(path)
-        if self._path in ("", ":memory:") or self._path.startswith("file:"):
-            raise ValueError(
-                f"SQLite revocation store needs a file path, got {self._path!r} "
-                "(use the memory store for revocations that need not survive a restart)"
-            )
+        storage.check_sqlite_path(self._path, what=_WHAT)
         self._timeout = timeout_seconds
         self._connection, self._identity = self._connect()
         reinit_after_fork(self._reopen)
 
     def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        connection = storage.open_sqlite(
+            self._path,
+            schema=_SQLITE_SCHEMA,
+            schema_version=_SQLITE_SCHEMA_VERSION,
+            what=_WHAT,
+            timeout_seconds=self._timeout,
+        )
         try:
-            connection = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                version = connection.execute("PRAGMA user_version").fetchone()[0]
-                if version > _SQLITE_SCHEMA_VERSION:
-                    raise ValueError(
-                        f"SQLite revocation store {self._path!r} has schema version {version}, "
-                        f"newer than this otel-bounded understands ({_SQLITE_SCHEMA_VERSION})"
-                    )
-                mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise ValueError(f"SQLite revocation store {self._path!r} cannot use WAL")
-                connection.execute("PRAGMA synchronous=FULL")
-                connection.executescript(
-                    f"BEGIN; {_SQLITE_SCHEMA} PRAGMA user_version = {_SQLITE_SCHEMA_VERSION}; "
-                    "COMMIT;"
-                )
-                stat = os.stat(self._path)
-            except BaseException:
-                connection.close()
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            raise ValueError(f"cannot open SQLite revocation store {self._path!r}: {exc}") from None
+            stat = os.stat(self._path)
+        except OSError as exc:
+            connection.close()
+            raise ValueError(f"cannot open SQLite {_WHAT} {self._path!r}: {exc.strerror}") from None
         return connection, (stat.st_dev, stat.st_ino)
 
     def _reopen(self) -> None:
@@ -280,12 +266,11 @@ class SQLiteRevocationStore:
             self._connection, self._identity = self._connect()
         except ValueError:
             # Fail closed: a closed connection makes every call raise RevocationStoreUnavailable.
-            self._connection = sqlite3.connect(":memory:", check_same_thread=False)
-            self._connection.close()
+            self._connection = storage.closed_sqlite_connection()
 
-    def _unavailable(self, exc: sqlite3.Error | UnicodeError | str) -> RevocationStoreUnavailable:
+    def _unavailable(self, reason: object) -> RevocationStoreUnavailable:
         return RevocationStoreUnavailable(
-            f"SQLite revocation store {self._path!r} failed ({exc}); failing closed"
+            f"SQLite {_WHAT} {self._path!r} failed ({reason}); failing closed"
         )
 
     def _checked(self) -> sqlite3.Connection:
@@ -307,23 +292,18 @@ class SQLiteRevocationStore:
         A transaction left open would hold the write lock of every process
         sharing the file until this connection closed.
         """
-        db = self._checked()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except (sqlite3.Error, UnicodeError) as exc:
+            with storage.sqlite_transaction(self._checked(), what=_WHAT) as db:
+                yield db
+        except StoreFailure as exc:
             raise self._unavailable(exc) from None
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
 
     def _read(self, sql: str, parameters: Sequence[object]) -> list[Any]:
         db = self._checked()
         try:
-            return db.execute(sql, parameters).fetchall()
-        except (sqlite3.Error, UnicodeError) as exc:
+            with storage.sqlite_reading(_WHAT):
+                return db.execute(sql, parameters).fetchall()
+        except StoreFailure as exc:
             raise self._unavailable(exc) from None
 
     def revoke_token(self, token_id: str, keep_until: float, reading: float) -> bool:
@@ -519,29 +499,8 @@ class RedisRevocationStore:
         Each call fails closed within `timeout_seconds` when Redis hangs: a
         timeout is not retried (only a connection a restarted server closed is).
         """
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-            from redis.retry import Retry
-        except ImportError:
-            raise ValueError(
-                "a Redis revocation store needs the redis package: "
-                "pip install 'otel-bounded[redis]'"
-            ) from None
+        client = storage.connect_redis(url, what=_WHAT, timeout_seconds=timeout_seconds)
         description = redact_url(url)
-        try:
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=timeout_seconds,
-                socket_connect_timeout=timeout_seconds,
-                # One immediate retry replaces a pooled connection a restarted server
-                # closed; backing off, or retrying a timeout, would only delay failing
-                # closed past timeout_seconds.
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
-        except ValueError as exc:
-            raise ValueError(f"invalid Redis URL {description}: {exc}") from None
         return cls(client, key_prefix=key_prefix, description=description)
 
     def _token_key(self, token_id: str) -> str:
@@ -550,54 +509,43 @@ class RedisRevocationStore:
     def _principal_key(self, principal_id: str) -> str:
         return f"{self._prefix}p:{principal_id}"
 
-    def _unavailable(self, exc: Exception) -> RevocationStoreUnavailable:
-        return RevocationStoreUnavailable(
-            f"Redis revocation store {self._description} failed "
-            f"({type(exc).__name__}: {exc}); failing closed"
-        )
+    @contextlib.contextmanager
+    def _calls(self) -> Iterator[None]:
+        """Any backend failure inside the block as `RevocationStoreUnavailable`."""
+        try:
+            with storage.redis_calls(f"Redis {_WHAT} {self._description}"):
+                yield
+        except StoreFailure as exc:
+            raise RevocationStoreUnavailable(f"{exc}; failing closed") from None
 
     def revoke_token(self, token_id: str, keep_until: float, reading: float) -> bool:
-        from redis.exceptions import RedisError
-
-        try:
+        with self._calls():
             added = self._revoke_token(
                 keys=[self._token_key(token_id), self._index],
                 args=[repr(keep_until), repr(reading), f"t:{token_id}"],
             )
-        except (RedisError, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
         return bool(added)
 
     def revoke_principal(
         self, principal_id: str, cutoff: float, keep_until: float, reading: float
     ) -> bool:
-        from redis.exceptions import RedisError
-
-        try:
+        with self._calls():
             widened = self._revoke_principal(
                 keys=[self._principal_key(principal_id), self._index],
                 args=[repr(keep_until), repr(reading), repr(cutoff), f"p:{principal_id}"],
             )
-        except (RedisError, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
         return bool(widened)
 
     def lookup(self, token_id: str, principal_id: str, issued_at: float) -> tuple[bool, float]:
-        from redis.exceptions import RedisError
-
-        try:
+        with self._calls():
             by_id, cutoff = self._client.mget(
                 [self._token_key(token_id), self._principal_key(principal_id)]
             )
-        except (RedisError, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
         return by_id is not None or (cutoff is not None and issued_at <= float(cutoff)), -math.inf
 
     def revoked_among(self, principal_id: str, tokens: Sequence[tuple[str, float]]) -> set[str]:
-        from redis.exceptions import RedisError
-
         revoked: set[str] = set()
-        try:
+        with self._calls():
             for start in range(0, len(tokens), _REDIS_BATCH):
                 batch = tokens[start : start + _REDIS_BATCH]
                 held = self._client.mget(
@@ -610,26 +558,16 @@ class RedisRevocationStore:
                     for (token_id, issued_at), by_id in zip(batch, held[1:], strict=True)
                     if by_id is not None or issued_at <= floor
                 )
-        except (RedisError, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
         return revoked
 
     def sweep(self, now: float) -> int:
         # The keys expired on their own; this trims the index that counts them.
-        from redis.exceptions import RedisError
-
-        try:
+        with self._calls():
             return int(self._client.zremrangebyscore(self._index, "-inf", now))
-        except (RedisError, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
 
     def count(self) -> int:
-        from redis.exceptions import RedisError
-
-        try:
+        with self._calls():
             return int(self._client.zcard(self._index))
-        except (RedisError, UnicodeError) as exc:
-            raise self._unavailable(exc) from None
 
     def close(self) -> None:
         self._client.close()
@@ -645,19 +583,11 @@ def open_revocation_store(url: str, **options: Any) -> RevocationStore:
     directory and ``sqlite:////var/lib/app/revocations.db`` is absolute.
     Raises `ValueError` for anything else, or a store that cannot be opened.
     """
-    if not isinstance(url, str):
-        raise ValueError(f"a revocation store URL is a str, not {type(url).__name__}")
-    text = url.strip()
-    if text == "memory":
+    location = storage.parse_store_url(url, what=_WHAT)
+    if location.kind == storage.MEMORY:
         if options:
             raise ValueError(f"the memory revocation store takes no options: {sorted(options)}")
         return MemoryRevocationStore()
-    if text.startswith("sqlite:///"):
-        return SQLiteRevocationStore(text[len("sqlite:///") :], **options)
-    scheme, separator, _ = text.partition("://")
-    if separator and scheme.lower() in ("redis", "rediss"):
-        return RedisRevocationStore.from_url(text, **options)
-    raise ValueError(
-        f"unknown revocation store {redact_url(text)!r}: "
-        "expected memory, sqlite:///path or redis://host:port/db"
-    )
+    if location.kind == storage.SQLITE:
+        return SQLiteRevocationStore(location.target, **options)
+    return RedisRevocationStore.from_url(location.target, **options)
