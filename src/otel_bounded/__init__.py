@@ -16,12 +16,15 @@ from otel_bounded.approvals import (
     ApprovalStatus,
     DelegationHop,
 )
+from otel_bounded.audit import AuditLog
 from otel_bounded.configurator import get_trace_store
 from otel_bounded.core import BoundedStore, EvictionReason
 from otel_bounded.errors import (
     ApprovalError,
     ApprovalReason,
+    AuditLogError,
     RevocationStoreUnavailable,
+    TokenClockSkew,
     TokenError,
     TokenExpired,
     TokenInvalid,
@@ -58,6 +61,8 @@ __all__ = [
     "ApprovalReason",
     "ApprovalScope",
     "ApprovalStatus",
+    "AuditLog",
+    "AuditLogError",
     "BoundedStore",
     "CapabilityToken",
     "CompactionPolicy",
@@ -71,6 +76,7 @@ __all__ = [
     "RevocationStore",
     "RevocationStoreUnavailable",
     "SQLiteRevocationStore",
+    "TokenClockSkew",
     "TokenError",
     "TokenExpired",
     "TokenInvalid",

@@ -14,21 +14,27 @@ operation usually spans several calls.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, Protocol, TypeVar
 
 __all__ = [
     "ENTRY_FULL",
+    "NO_AUDIT",
     "NO_ROOM",
+    "AuditSink",
     "BoundedStore",
     "Clock",
     "EvictionReason",
+    "NoOpAuditSink",
     "Refusal",
+    "audit_from_env",
     "reinit_after_fork",
+    "set_audit_opener",
     "validate_clock",
 ]
 
@@ -61,6 +67,56 @@ NO_ROOM = Refusal("no_room")
 """The entry would not fit under `max_weight` even with every other entry evicted."""
 
 
+class AuditSink(Protocol):
+    """Where stores record what leaves memory and what they decide, for an audit trail.
+
+    `append` never blocks and never raises: it only queues the record, which
+    a writer elsewhere encodes and stores. The payload must not be changed
+    after it is appended. Its values are JSON values, or zero-argument
+    callables the writer calls off the caller's thread (so that the caller
+    never pays for encoding); a callable may return a sequence of SDK
+    `ReadableSpan`s, which the writer stores in the OTLP JSON encoding.
+    """
+
+    def append(self, kind: str, payload: Mapping[str, object]) -> None: ...
+
+
+class NoOpAuditSink:
+    """The sink used when no audit log is attached: appends cost one call and nothing else."""
+
+    __slots__ = ()
+
+    def append(self, kind: str, payload: Mapping[str, object]) -> None:
+        pass
+
+
+NO_AUDIT: AuditSink = NoOpAuditSink()
+"""The shared no-op sink; stores hold it instead of asking whether an audit log is attached."""
+
+_audit_opener: Callable[[], AuditSink] | None = None
+
+
+def set_audit_opener(opener: Callable[[], AuditSink]) -> None:
+    """How `audit_from_env` opens the configured log; `otel_bounded.audit` sets it on import.
+
+    The capabilities reach the audit log only through this hook, never by importing it.
+    """
+    global _audit_opener
+    _audit_opener = opener
+
+
+def audit_from_env() -> AuditSink:
+    """The log ``OTEL_BOUNDED_AUDIT_PATH`` names, shared by every `from_env` of the process.
+
+    `NO_AUDIT` when the variable is unset. Importing any part of otel_bounded
+    imports `otel_bounded.audit`, which installs the opener.
+    """
+    opener = _audit_opener
+    if opener is None:
+        raise RuntimeError("otel_bounded.audit is not imported, so no audit log can be opened")
+    return opener()
+
+
 class EvictionReason:
     """Why an entry left a store without its owner removing it."""
 
@@ -74,8 +130,9 @@ def validate_clock(clock: Clock) -> Clock:
     if not callable(clock):
         raise ValueError(f"clock must be a zero-argument callable returning seconds: {clock!r}")
     sample = clock()
-    if isinstance(sample, bool) or not isinstance(sample, int | float):
-        raise ValueError(f"clock() must return Unix seconds as a number, not {sample!r}")
+    # NaN compares false with everything: a store started on it would never expire anything.
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not math.isfinite(sample):
+        raise ValueError(f"clock() must return Unix seconds as a finite number, not {sample!r}")
     return clock
 
 
@@ -87,7 +144,10 @@ class BoundedStore(Generic[K, V]):
     and an absolute `expires_at` per entry given to `put`.
 
     Eviction is oldest first and deterministic: the same calls with the same
-    clock readings evict the same keys. Every eviction is counted per reason
+    clock readings evict the same keys. When a bound forces an eviction,
+    every entry already expired (by idleness or by its own `expires_at`,
+    wherever it sits in the order) goes first, counted as expired: a cap
+    never pushes out a live entry while an expired one stays. Every eviction is counted per reason
     in `evictions` and handed to `on_evict(key, value, reason)`, a callback
     its owner may replace or remove at any time.
     """
@@ -231,11 +291,14 @@ class BoundedStore(Generic[K, V]):
             del entries[key]
             self._expires.pop(key, None)
         max_entries = self._max_entries
-        if max_entries is not None:
+        if max_entries is not None and len(entries) >= max_entries:
+            self._expire_before_evicting(now)
             while len(entries) >= max_entries:
                 self._evict_oldest(EvictionReason.CAPACITY, now)
         if weights is not None:
             weight_cap = self._weight_cap
+            if entries and self._weight + weight > weight_cap:
+                self._expire_before_evicting(now)
             while entries and self._weight + weight > weight_cap:
                 self._evict_oldest(EvictionReason.WEIGHT, now)
             weights[key] = weight
@@ -280,7 +343,9 @@ class BoundedStore(Generic[K, V]):
         if new_weight > weight_cap:
             return NO_ROOM
         self._entries.move_to_end(key)
-        # `key` is newest now, so this never evicts it.
+        if self._weight + delta > weight_cap:
+            self._expire_before_evicting(now)
+        # `key` is newest now (and live), so this never evicts it.
         while self._weight + delta > weight_cap:
             self._evict_oldest(EvictionReason.WEIGHT, now)
         weights[key] = new_weight
@@ -310,9 +375,13 @@ class BoundedStore(Generic[K, V]):
         self._forget(key)
         return value
 
-    def expire(self) -> int:
-        """Evict every expired entry; costs what it removes, not what it keeps."""
-        now = self._clock()
+    def expire(self, *, now: float | None = None) -> int:
+        """Evict every expired entry; costs what it removes, not what it keeps.
+
+        `now` (default: the clock) is the moment expiry is judged at.
+        """
+        if now is None:
+            now = self._clock()
         removed = 0
         touched = self._touched
         if touched is not None:
@@ -364,6 +433,11 @@ class BoundedStore(Generic[K, V]):
             return True
         expires_at = self._expires.get(key)
         return expires_at is not None and expires_at <= now
+
+    def _expire_before_evicting(self, now: float | None) -> None:
+        # Expired entries anywhere in the order make room before a live one is pushed out.
+        if self._touched is not None or self._expire_heap:
+            self.expire(now=now)
 
     def _interval_expire(self) -> None:
         self._mutations = 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = [
     "ApprovalError",
     "ApprovalReason",
+    "AuditLogError",
     "RevocationStoreUnavailable",
+    "TokenClockSkew",
     "TokenError",
     "TokenExpired",
     "TokenInvalid",
@@ -70,6 +72,20 @@ class RevocationStoreUnavailable(TokenError):
     """The revocation store could not be reached; verification fails closed."""
 
 
+class TokenClockSkew(TokenError):
+    """`issue` refused: the token would be stamped more than the skew ahead of the clock.
+
+    A provider's time never goes back, so after its clock stepped back it runs
+    ahead of the clock; stamping tokens that far ahead would let them escape
+    every `revoke_all` made meanwhile. `ahead_seconds` says by how much; issue
+    again once the clock has caught up (or restart the provider).
+    """
+
+    def __init__(self, message: str, *, ahead_seconds: float) -> None:
+        super().__init__(message)
+        self.ahead_seconds = ahead_seconds
+
+
 class ApprovalReason:
     """The stable reason codes of `ApprovalError`; dashboards and alerts key on them."""
 
@@ -115,3 +131,12 @@ class ApprovalError(Exception):
         super().__init__(f"{reason_code}: {message}")
         self.reason_code = reason_code
         self.approval_id = approval_id
+
+
+class AuditLogError(Exception):
+    """An audit log that cannot be opened as it is: held by another writer, or damaged inside.
+
+    Never raised by `AuditLog.append`. A damaged log is never repaired
+    silently: verify it (``otel-bounded audit verify``), keep it as evidence,
+    and start a new log elsewhere.
+    """

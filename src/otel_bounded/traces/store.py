@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -19,11 +20,14 @@ from opentelemetry.trace import StatusCode
 from otel_bounded import config, telemetry
 from otel_bounded.core import (
     ENTRY_FULL,
+    NO_AUDIT,
     NO_ROOM,
+    AuditSink,
     BoundedStore,
     Clock,
     EvictionReason,
     Refusal,
+    audit_from_env,
     reinit_after_fork,
 )
 from otel_bounded.errors import TraceNotFound
@@ -138,6 +142,7 @@ class TraceStore(SpanProcessor):
         clock: Clock = time.time,
         meter_provider: MeterProvider | None = None,
         compaction: CompactionPolicy | None = None,
+        audit: AuditSink = NO_AUDIT,
         max_bytes: int = config.TRACE_MAX_BYTES.default,
         max_attribute_length: int | None = config.TRACE_MAX_ATTRIBUTE_LENGTH.default,
         protected_fraction: float = config.TRACE_PROTECTED_FRACTION.default,
@@ -200,6 +205,7 @@ class TraceStore(SpanProcessor):
             clock=clock,
             on_evict=self._on_evict,
         )
+        self._audit = audit
         self._encoder = SpanEncoder()
         self._encode = self._encoder.encode
         self._max_bytes = max_bytes
@@ -263,6 +269,8 @@ class TraceStore(SpanProcessor):
         )
         if "compaction" not in overrides:
             arguments["compaction"] = CompactionPolicy.from_env()
+        if "audit" not in overrides:
+            arguments["audit"] = audit_from_env()
         if "export" not in overrides:
             arguments["export"] = downstream_from_env()
         if arguments["export"] is not None and "export_when" not in overrides:
@@ -558,7 +566,9 @@ class TraceStore(SpanProcessor):
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
                 unresolved_by_reason=MappingProxyType(
-                    {} if self._compactor is None else dict(self._compactor.unresolved)
+                    {UnresolvedReason.MAX_REMEMBERED_IDS: 0}
+                    if self._compactor is None
+                    else dict(self._compactor.unresolved)
                 ),
                 bytes=retention.total_bytes,
                 max_bytes=self._max_bytes,
@@ -688,7 +698,18 @@ class TraceStore(SpanProcessor):
         retention.evictions[_REASONS[reason], cls] += 1
         self._on_retention_evict(trace_id, records, _REASONS[reason])
 
-    def _on_retention_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
+    def _on_retention_evict(self, trace_id: int, records: list[Record], reason: str) -> None:
+        """Every evicted trace, whoever evicted it (`reason` a `TraceEvictionReason`)."""
+        # The spans are decoded and encoded by the audit log's writer, off this thread.
+        self._audit.append(
+            telemetry.AUDIT_TRACE_EVICTED,
+            {
+                "trace_id": f"{trace_id:032x}",
+                "reason": reason,
+                "span_count": len(records),
+                "spans": partial(_decode_all, trace_id, records, self._encoder),
+            },
+        )
         if self._compactor is not None:
             self._compactor.forget(trace_id)
         if "evict" not in self._warned:
@@ -810,6 +831,12 @@ def _find(records: Sequence[Record], span_id: int) -> Record | None:
         if record[0] == span_id:
             return record
     return None
+
+
+def _decode_all(
+    trace_id: int, records: list[Record], encoder: SpanEncoder
+) -> tuple[ReadableSpan, ...]:
+    return tuple(decode(trace_id, record, encoder) for record in records)
 
 
 def _export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> int:
