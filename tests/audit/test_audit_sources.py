@@ -70,7 +70,7 @@ def test_each_evicted_trace_is_written_whole_and_converts_back_to_its_otlp_spans
     assert verify(log.path, PUBLIC).ok
 
 
-def test_a_store_without_a_log_keeps_its_eviction_callback_off_after_the_first(
+def test_a_store_without_a_log_never_pays_the_core_eviction_callback_for_a_cap(
     tmp_path: Path,
 ) -> None:
     store = TraceStore(max_traces=1)
@@ -80,7 +80,10 @@ def test_a_store_without_a_log_keeps_its_eviction_callback_off_after_the_first(
     for index in range(3):
         with provider.get_tracer("t").start_as_current_span(f"s{index}"):
             pass
-    assert store._traces.on_evict is None
+    # The retention layer meets the caps before the core would evict; the core's
+    # callback stays on for expiry only, so it was never called here.
+    assert store._traces.evictions == {"capacity": 0, "weight": 0, "expired": 0}
+    assert store.stats().evicted_traces == 2
 
 
 def test_every_revocation_revoke_all_and_sweep_is_recorded_without_a_secret(
