@@ -252,7 +252,8 @@ def run_benchmark(sizes: Sizes, progress: Callable[[str], object] | None = None)
     say("measuring retained memory under adversarial 1 MB attributes ...")
     adversarial = adversarial_retained_bytes(ADVERSARIAL_MAX_BYTES)
     say("comparing the byte estimate with tracemalloc on the demo workload ...")
-    estimate, measured = demo_estimate_and_measured(sizes.memory_spans // 5)
+    # At least 200 steps: fewer would measure tracemalloc noise, not the store.
+    estimate, measured = demo_estimate_and_measured(max(sizes.memory_spans // 5, 200))
     goals = _goals(sizes, timings, store_bytes, readable_bytes)
     goals += [
         Goal(
