@@ -9,8 +9,7 @@ from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opentelemetry.context import Context
@@ -30,9 +29,17 @@ from otel_bounded.core import (
 from otel_bounded.errors import TraceNotFound
 from otel_bounded.telemetry import DropReason, TraceEvictionReason
 from otel_bounded.traces.compaction import CompactionPolicy, compact_records
+from otel_bounded.traces.query import (
+    DEFAULT_LIMIT,
+    NOTABLE,
+    TraceIndex,
+    TraceQuery,
+    TraceSummary,
+    new_trace,
+)
 from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Record, SpanEncoder, decode
 
-__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
+__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats", "TraceSummary"]
 
 _COMPONENT_TYPE = "otel_bounded_trace_store"
 _EXPORT_BATCH = 512
@@ -72,6 +79,23 @@ class TraceStoreStats:
     received_spans: int = 0
     compactions: int = 0
     spans_compacted: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data (`dataclasses.asdict` gives the same, read-only)."""
+        return {
+            key: dict(value) if isinstance(value, dict) else value
+            for key, value in asdict(self).items()
+        }
+
+
+class _Counts(dict[str, int]):
+    """Counts by reason in a stats snapshot: a dict (so `asdict` copies it) that refuses changes."""
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> Any:
+        raise TypeError("a TraceStoreStats snapshot is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
 
 
 class TraceStore(SpanProcessor):
@@ -124,6 +148,8 @@ class TraceStore(SpanProcessor):
         )
         self._encoder = SpanEncoder()
         self._encode = self._encoder.encode
+        self._index = TraceIndex(self._traces, self._encoder)
+        self._held = self._index.held
         self._lock = threading.Lock()
         self._received = 0
         self._drops = {
@@ -161,6 +187,17 @@ class TraceStore(SpanProcessor):
             arguments["compaction"] = CompactionPolicy.from_env()
         return cls(**arguments)
 
+    def __repr__(self) -> str:
+        with self._lock:
+            traces, spans = len(self._traces), self._traces.weight
+        ttl = self._limits["ttl_seconds"]
+        return (
+            f"<TraceStore {self.component[telemetry.COMPONENT_NAME]}: {traces:,}/"
+            f"{self._max_traces:,} traces, {spans:,}/{self._max_spans:,} spans, "
+            f"max_spans_per_trace={self._max_spans_per_trace:,}, ttl_seconds={ttl}"
+            f"{', compacting' if self._compactor is not None else ''}>"
+        )
+
     # -- SpanProcessor ---------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -180,7 +217,9 @@ class TraceStore(SpanProcessor):
                 records = traces.grow(trace_id)
                 if records is None:
                     # New, evicted or expired: the trace starts afresh.
-                    traces.put(trace_id, [record], weight=1)
+                    trace = new_trace(trace_id, record)
+                    traces.put(trace_id, trace, weight=1)
+                    self._held[trace_id] = trace
                 elif records.__class__ is Refusal:
                     self._drop(
                         DropReason.MAX_SPANS_PER_TRACE
@@ -188,7 +227,17 @@ class TraceStore(SpanProcessor):
                         else DropReason.MAX_SPANS
                     )
                 else:
-                    records.append(record)  # type: ignore[union-attr]
+                    trace = records  # type: ignore[assignment]
+                    trace.append(record)
+                    # `HeldTrace.fold` written out: a call would cost more than the fold.
+                    start = record[2]
+                    if start is not None and start < trace.start:
+                        trace.start = start
+                    end = record[3]
+                    if end is not None and end > trace.end:
+                        trace.end = end
+                    if (record[4] ^ HAS_PARENT) & NOTABLE:
+                        trace.note(record)
         except Exception as error:  # never raise into the application
             self._count_error(error)
         finally:
@@ -211,8 +260,9 @@ class TraceStore(SpanProcessor):
         record = compactor.adopt(trace_id, record)
         if records is None:
             # New, evicted or expired: the trace starts afresh.
-            records = [record]
+            records = new_trace(trace_id, record)
             traces.put(trace_id, records, weight=1)
+            self._held[trace_id] = records
         elif records.__class__ is Refusal:
             self._drop(
                 DropReason.MAX_SPANS_PER_TRACE if records is ENTRY_FULL else DropReason.MAX_SPANS
@@ -220,6 +270,7 @@ class TraceStore(SpanProcessor):
             return
         else:
             records.append(record)  # type: ignore[union-attr]
+            records.fold(record)  # type: ignore[union-attr]
         try:
             compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
         except Exception as error:  # the span is held: a failed pass drops nothing
@@ -274,6 +325,53 @@ class TraceStore(SpanProcessor):
         encoder = self._encoder
         return tuple(decode(key, record, encoder) for record in records)
 
+    def query(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        min_duration_ms: float | None = None,
+        max_duration_ms: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[TraceSummary]:
+        """Summaries of held traces matching every filter given, newest start first.
+
+        `status`: ``"error"``, ``"ok"`` or ``"unset"`` (see `TraceSummary`);
+        `name`: some span's name, exactly, or a prefix ending in ``*``;
+        `attributes`: keys and values one span carries (its resource's count
+        too, e.g. ``service.name``), compared by type and value; `since` and
+        `until`: Unix seconds, inclusive, on the trace's start. Filters on
+        status, duration and time read only per-trace summaries.
+        """
+        request = TraceQuery(
+            status=status,
+            name=name,
+            min_duration_ms=min_duration_ms,
+            max_duration_ms=max_duration_ms,
+            attributes=attributes,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        try:
+            return self._index.query(request, self._lock)
+        finally:
+            self._flush_warnings()
+
+    def summary(self, trace_id: int | str) -> TraceSummary:
+        """The summary of one held trace; `TraceNotFound` otherwise."""
+        key = _trace_key(trace_id)
+        with self._lock:
+            summary = self._index.summary(key)
+            evicted = sum(self._traces.evictions.values())
+        self._flush_warnings()
+        if summary is None:
+            raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
+        return summary
+
     @property
     def evicted_count(self) -> int:
         """Whole traces evicted since the store was created, every reason together."""
@@ -300,8 +398,8 @@ class TraceStore(SpanProcessor):
                 max_traces=traces.max_entries or 0,
                 max_spans=traces.max_weight or 0,
                 max_spans_per_trace=self._max_spans_per_trace,
-                evictions_by_reason=MappingProxyType(evictions),
-                drops_by_reason=MappingProxyType(dict(self._drops)),
+                evictions_by_reason=_Counts(evictions),
+                drops_by_reason=_Counts(self._drops),
                 received_spans=self._received,
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
@@ -316,6 +414,7 @@ class TraceStore(SpanProcessor):
         with self._lock:
             self._received -= self._traces.weight
             self._traces.clear()
+            self._index.clear()
             if self._compactor is not None:
                 self._compactor.clear()
 
@@ -362,14 +461,15 @@ class TraceStore(SpanProcessor):
             self._pending_warnings.append(("error", DropReason.ERROR))
 
     def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
+        self._held.pop(trace_id, None)
         if self._compactor is not None:
             self._compactor.forget(trace_id)
         if "evict" not in self._warned:
             self._warned.add("evict")
             self._pending_warnings.append(("evict", _REASONS[reason]))
             if self._compactor is None:
-                # Only the first eviction is logged; later ones are counted by the core alone.
-                self._traces.on_evict = None
+                # Only the first eviction is logged; after it, only the query index is told.
+                self._traces.on_evict = self._index.evicted
 
     def _flush_warnings(self) -> None:
         """Log the first eviction and first drops noted under the lock, outside it."""
