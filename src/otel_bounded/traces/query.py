@@ -15,6 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 from opentelemetry.sdk.resources import SERVICE_NAME
@@ -115,7 +116,7 @@ class TraceQuery:
                 )
             for key in self.attributes:
                 if not isinstance(key, str):
-                    raise ValueError(f"attribute keys must be strings, got {key!r}")
+                    raise ValueError(f"attributes must have string keys, got {key!r}")
             object.__setattr__(self, "attributes", dict(self.attributes))
         if (
             isinstance(self.limit, bool)
@@ -242,8 +243,9 @@ class TraceIndex:
         # Outside the lock: copying a plain dict's values is one step for the
         # interpreter, and a 100,000-trace copy would hold the lock too long.
         traces = list(self.held.values())
+        match_summary = _summary_filter(query)
         matches: list[tuple[int, int]] = []
-        for found in self._slices(traces, query, lock):
+        for found in self._slices(traces, query, match_summary, lock):
             matches.extend(found)
         wanted = query.limit
         results: list[TraceSummary] = []
@@ -254,19 +256,22 @@ class TraceIndex:
             taken += len(batch)
             with lock:
                 for _, trace_id in batch:
-                    summary = self._summary_if_matching(trace_id, query)
-                    if summary is not None:
-                        results.append(summary)
+                    trace = self._traces.get(trace_id)
+                    if trace is not None and match_summary(trace):  # type: ignore[arg-type]
+                        results.append(self._summarize(trace))  # type: ignore[arg-type]
         results.sort(key=lambda s: (s.start_time_unix_nano, s.trace_id), reverse=True)
         return results[:wanted]
 
     def _slices(
-        self, traces: list[HeldTrace], query: TraceQuery, lock: threading.Lock
+        self,
+        traces: list[HeldTrace],
+        query: TraceQuery,
+        match_summary: Callable[[HeldTrace], bool],
+        lock: threading.Lock,
     ) -> Iterator[list[tuple[int, int]]]:
         held = self.held
         position = 0
         total = len(traces)
-        match_summary = _summary_filter(query)
         match_records = _records_filter(query, self._encoder) if query.reads_records else None
         while position < total:
             found: list[tuple[int, int]] = []
@@ -317,12 +322,6 @@ class TraceIndex:
             status="error" if trace.errors else status,
         )
 
-    def _summary_if_matching(self, trace_id: int, query: TraceQuery) -> TraceSummary | None:
-        trace = self._traces.get(trace_id)
-        if trace is None or not _summary_filter(query)(trace):  # type: ignore[arg-type]
-            return None
-        return self._summarize(trace)  # type: ignore[arg-type]
-
 
 def _merged_into(record: Record) -> int:
     """Spans merged away into a record: its composite count less itself, else 0."""
@@ -345,16 +344,16 @@ def _summary_filter(query: TraceQuery) -> Callable[[HeldTrace], bool]:
             )
         )
     if query.min_duration_ms is not None:
-        least = math.ceil(query.min_duration_ms * _NS_PER_MS)
+        least = math.ceil(Fraction(query.min_duration_ms) * _NS_PER_MS)
         tests.append(lambda t: _duration(t) >= least)
     if query.max_duration_ms is not None:
-        most = math.floor(query.max_duration_ms * _NS_PER_MS)
+        most = math.floor(Fraction(query.max_duration_ms) * _NS_PER_MS)
         tests.append(lambda t: _duration(t) <= most)
     if query.since is not None:
-        since = math.ceil(query.since * _NS_PER_S)
+        since = math.ceil(Fraction(query.since) * _NS_PER_S)
         tests.append(lambda t: t.start != _NO_START and t.start >= since)
     if query.until is not None:
-        until = math.floor(query.until * _NS_PER_S)
+        until = math.floor(Fraction(query.until) * _NS_PER_S)
         tests.append(lambda t: t.start <= until)
     if not tests:
         return lambda _t: True
