@@ -79,6 +79,7 @@ class TraceStoreStats:
     received_spans: int = 0
     compactions: int = 0
     spans_compacted: int = 0
+    ttl_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (`dataclasses.asdict` gives the same, read-only)."""
@@ -403,6 +404,7 @@ class TraceStore(SpanProcessor):
                 received_spans=self._received,
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
+                ttl_seconds=self._limits["ttl_seconds"],
             )
 
     def clear(self) -> None:
