@@ -1,17 +1,21 @@
-"""The ``otel-bounded`` command: ``demo`` (the main job) and ``config`` (what the variables say)."""
+"""The ``otel-bounded`` command: ``demo`` (the main job), ``config`` (what the variables say),
+and ``traces``, ``trace`` and ``stats`` (what a running process's trace view holds)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from otel_bounded import config, demo
 from otel_bounded.version import __version__
+from otel_bounded.web import client
 
 __all__ = ["main"]
 
@@ -28,7 +32,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     if args.command == "demo":
-        return demo.run(args.steps, otlp=args.otlp, stdout=sys.stdout, stderr=sys.stderr)
+        return demo.run(
+            args.steps,
+            otlp=args.otlp,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            serve=args.serve,
+            port=args.port,
+        )
+    if args.command in _VIEW_COMMANDS:
+        return show_view(args, stdout=sys.stdout, stderr=sys.stderr)
     return show_config(os.environ, as_json=args.json, stdout=sys.stdout)
 
 
@@ -57,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
         "10,000-trace cap)",
     )
     run_demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep serving the trace view after the workload, until Ctrl-C",
+    )
+    run_demo.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="loopback port of the trace view served while the demo runs (default: any free)",
+    )
+    run_demo.add_argument(
         "--otlp",
         action="store_true",
         help="export over OTLP, and fail unless OTEL_EXPORTER_OTLP_ENDPOINT is set",
@@ -72,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_view_commands(commands)
     return parser
 
 
@@ -196,3 +221,97 @@ def _redact(text: str, secret: str) -> str:
 
 def _quoted(ignored: str) -> str:
     return ignored if ignored == _REDACTED else repr(ignored)
+
+
+# -- traces, trace, stats: a running process's view ------------------------------
+
+_VIEW_COMMANDS = ("traces", "trace", "stats")
+_URL_HELP = "the process's trace view, e.g. http://127.0.0.1:8765 (see OTEL_BOUNDED_HTTP_ENDPOINT)"
+
+
+def _add_view_commands(commands: Any) -> None:
+    traces = commands.add_parser(
+        "traces",
+        help="list the traces a running process holds, newest first",
+        description="List the traces a running process's TraceStore holds, through its view.",
+    )
+    traces.add_argument("--url", required=True, help=_URL_HELP)
+    traces.add_argument("--status", choices=("error", "ok", "unset"))
+    traces.add_argument("--name", help="a span name in the trace (a trailing * for a prefix)")
+    traces.add_argument("--min-duration-ms", type=_non_negative_float, metavar="D")
+    traces.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    traces.add_argument("--json", action="store_true", help="print the JSON the view returns")
+    trace = commands.add_parser(
+        "trace",
+        help="show one held trace as an indented tree",
+        description="Show one trace as a tree with durations and statuses; --json prints it "
+        "in the OTLP/HTTP JSON encoding, ready to send to a collector's /v1/traces.",
+    )
+    trace.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
+    trace.add_argument("--url", required=True, help=_URL_HELP)
+    trace.add_argument("--json", action="store_true", help="print OTLP/HTTP JSON")
+    stats = commands.add_parser(
+        "stats",
+        help="show a running store's held counts against its caps",
+        description="Held against every cap, evictions and drops by reason.",
+    )
+    stats.add_argument("--url", required=True, help=_URL_HELP)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def show_view(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> int:
+    """Run `traces`, `trace` or `stats` against ``--url``; 1 with one line on stderr on failure."""
+    if args.command == "traces":
+        path = client.traces_path(
+            {
+                "status": args.status,
+                "name": args.name,
+                "min_duration_ms": args.min_duration_ms,
+                "limit": args.limit,
+            }
+        )
+        render = client.format_traces
+    elif args.command == "trace":
+        trace_id = args.trace_id.strip().lower()
+        if not _TRACE_ID.fullmatch(trace_id):
+            stderr.write(f"otel-bounded trace: a trace id is 32 hex digits, got {trace_id!r}\n")
+            return 1
+        path, render = f"/api/traces/{trace_id}", client.format_trace
+    else:
+        path, render = "/api/stats", client.format_stats
+    try:
+        data = client.fetch_json(args.url, path)
+        stdout.write(json.dumps(data, indent=2) + "\n" if args.json else render(data))
+    except client.ClientError as error:
+        stderr.write(f"otel-bounded {args.command}: {error}\n")
+        return 1
+    except (KeyError, TypeError, ValueError, AttributeError):
+        stderr.write(
+            f"otel-bounded {args.command}: {args.url} answered something that is not an "
+            "otel-bounded view\n"
+        )
+        return 1
+    return 0
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value

@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import random
+import threading
 import time
 import tracemalloc
 import warnings
@@ -45,9 +46,10 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from otel_bounded import telemetry
+from otel_bounded import telemetry, web
 from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
 from otel_bounded.version import __version__
+from otel_bounded.web import WebView
 
 __all__ = ["DEFAULT_STEPS", "ENDPOINT_VARIABLE", "DemoResult", "MemoryHeld", "run"]
 
@@ -105,6 +107,8 @@ def run(
     otlp: bool = False,
     stdout: TextIO,
     stderr: TextIO,
+    serve: bool = False,
+    port: int = 0,
 ) -> int:
     """Run the demo, print its table on `stdout`, and return the process exit status.
 
@@ -130,9 +134,27 @@ def run(
         stderr.write(
             f"otel-bounded demo: offline ({ENDPOINT_VARIABLE} is not set), nothing is exported\n"
         )
-    result = _run_workload(steps, endpoint=endpoint, stderr=stderr)
+    try:
+        result, view = _run_workload(steps, endpoint=endpoint, stderr=stderr, port=port, keep=serve)
+    except _ViewUnavailable as error:
+        stderr.write(f"otel-bounded demo: {error}\n")
+        return 2
     stdout.write(format_table(result))
+    if view is None:
+        return 130 if result.interrupted else 0
+    stdout.write(f"Serving the trace view at {view.url} until Ctrl-C.\n")
+    stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
     return 130 if result.interrupted else 0
+
+
+class _ViewUnavailable(Exception):
+    """The trace view could not start (say, its port is taken)."""
 
 
 def format_table(result: DemoResult) -> str:
@@ -178,7 +200,9 @@ def format_table(result: DemoResult) -> str:
         f"{'spans received':<26}{stats.received_spans:>12,}  = {stats.spans:,} held + "
         f"{stats.evicted_spans:,} in evicted traces + {stats.dropped_spans:,} dropped{compacted}",
         f"{'memory held':<26}{_mebibytes(result.memory.bytes):>12}  ({per_span:,.0f} B per span "
-        f"held; {result.memory.method})",
+        f"held; {result.memory.method})"
+        if not result.memory.method.startswith("not measured")
+        else f"{'memory held':<26}{'-':>12}  ({result.memory.method})",
         "",
     ]
     return "\n".join(lines)
@@ -187,7 +211,10 @@ def format_table(result: DemoResult) -> str:
 # -- the workload ------------------------------------------------------------
 
 
-def _run_workload(steps: int, *, endpoint: str | None, stderr: TextIO) -> DemoResult:
+def _run_workload(
+    steps: int, *, endpoint: str | None, stderr: TextIO, port: int, keep: bool
+) -> tuple[DemoResult, WebView | None]:
+    """The workload, with the trace view served while it runs (and after, when `keep`)."""
     progress = _Progress(steps, stderr)
     with ExitStack() as cleanup:
         # The store's WARNINGs (invalid variables, first eviction) must not land mid progress bar.
@@ -201,6 +228,19 @@ def _run_workload(steps: int, *, endpoint: str | None, stderr: TextIO) -> DemoRe
         pipelines = _Pipelines(exporting=endpoint is not None)
         cleanup.callback(pipelines.shutdown)
         store = TraceStore.from_env(meter_provider=pipelines.meter_provider)
+        try:
+            view = web.serve(store, port=port)
+        except OSError as error:
+            raise _ViewUnavailable(
+                f"cannot serve the trace view on 127.0.0.1:{port} ({error}); choose another "
+                "--port, or 0 for any free one"
+            ) from None
+        if not keep:
+            cleanup.callback(view.close)
+        stderr.write(
+            f"otel-bounded demo: trace view at {view.url} "
+            f"({'until Ctrl-C' if keep else 'while the demo runs; --serve keeps it open'})\n"
+        )
         tracer = pipelines.tracer(store)
         started = time.perf_counter()
         done, spans, interrupted = _steps(tracer, steps, progress, store)
@@ -209,8 +249,14 @@ def _run_workload(steps: int, *, endpoint: str | None, stderr: TextIO) -> DemoRe
         stats = store.stats()
         # Before the store is cleared: the final metric export reads it.
         pipelines.shutdown()
-        memory = _memory_held(store)
-    return DemoResult(done, spans, elapsed, stats, memory, endpoint, interrupted)
+        if keep:
+            memory = MemoryHeld(0, "not measured: measuring clears the store, which --serve shows")
+        else:
+            view.close()
+            memory = _memory_held(store)
+    return DemoResult(done, spans, elapsed, stats, memory, endpoint, interrupted), (
+        view if keep else None
+    )
 
 
 def _steps(
