@@ -16,7 +16,7 @@ from otel_bounded.approvals import (
     ApprovalStatus,
     DelegationHop,
 )
-from otel_bounded.configurator import get_trace_store
+from otel_bounded.configurator import get_trace_store, get_web_view
 from otel_bounded.core import BoundedStore, EvictionReason
 from otel_bounded.errors import (
     ApprovalError,
@@ -38,7 +38,13 @@ from otel_bounded.tokens import (
     SQLiteRevocationStore,
     open_revocation_store,
 )
-from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.traces import (
+    DropReason,
+    TraceEvictionReason,
+    TraceStore,
+    TraceStoreStats,
+    TraceSummary,
+)
 from otel_bounded.traces.compaction import (
     CompactionPolicy,
     CompactionResult,
@@ -79,9 +85,11 @@ __all__ = [
     "TraceNotFound",
     "TraceStore",
     "TraceStoreStats",
+    "TraceSummary",
     "__version__",
     "compact_spans",
     "get_trace_store",
+    "get_web_view",
     "open_revocation_store",
     "operation_totals",
 ]

@@ -9,6 +9,7 @@ fallback would silently lose revocations or change keys (``strict``) raise
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -116,6 +117,23 @@ def _boolean(text: str) -> bool:
     if lowered == "false":
         return False
     raise ValueError("not 'true' or 'false'")
+
+
+def _loopback_endpoint(text: str) -> str:
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not host or not _INTEGER.fullmatch(port) or not 0 <= int(port) <= 65535:
+        raise ValueError("not host:port with a port from 0 to 65535")
+    if host.lower() != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                "not a loopback address: a view started from a variable has no auth, so it "
+                "binds only 127.0.0.1, ::1 or localhost (serve(..., auth=) in code for others)"
+            )
+    return text.strip()
 
 
 _CREDENTIAL_NAME = re.compile(r"pass|pwd|user|secret|token|auth|cred|key", re.IGNORECASE)
@@ -293,6 +311,14 @@ REVOCATION_STORE = Variable(
     redact=redact_url,
 )
 
+HTTP_ENDPOINT = Variable(
+    "OTEL_BOUNDED_HTTP_ENDPOINT",
+    None,
+    _loopback_endpoint,
+    "host:port on loopback, e.g. 127.0.0.1:8765 (unset: no view)",
+    "Zero-code registration also serves the trace store's read-only web view there.",
+)
+
 VARIABLES: tuple[Variable, ...] = (
     TRACE_MAX_TRACES,
     TRACE_MAX_SPANS,
@@ -307,6 +333,7 @@ VARIABLES: tuple[Variable, ...] = (
     TOKEN_MAX_TTL_SECONDS,
     TOKEN_SWEEP_INTERVAL_SECONDS,
     REVOCATION_STORE,
+    HTTP_ENDPOINT,
 )
 
 

@@ -4,7 +4,9 @@
 ``opentelemetry_configurator`` group. It sets the SDK up exactly as the
 distro's configurator does (from the usual ``OTEL_*`` variables, or from
 ``OTEL_CONFIG_FILE``), then adds a `TraceStore.from_env()` to the global
-tracer provider, which `get_trace_store()` returns.
+tracer provider, which `get_trace_store()` returns. With
+``OTEL_BOUNDED_HTTP_ENDPOINT=host:port`` (loopback only) it also serves the
+store's read-only web view there, which `get_web_view()` returns.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from opentelemetry import trace
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_bounded import telemetry
+from otel_bounded import config, telemetry, web
 from otel_bounded.traces import TraceStore
 
-__all__ = ["ENTRY_POINT_NAME", "BoundedConfigurator", "get_trace_store"]
+__all__ = ["ENTRY_POINT_NAME", "BoundedConfigurator", "get_trace_store", "get_web_view"]
 
 ENTRY_POINT_NAME = "otel_bounded"
 """Our name in the ``opentelemetry_configurator`` entry point group."""
@@ -31,11 +33,17 @@ _CONFIGURATOR_VARIABLE = "OTEL_PYTHON_CONFIGURATOR"
 _lock = threading.Lock()
 _configured = False
 _store: TraceStore | None = None
+_view: web.WebView | None = None
 
 
 def get_trace_store() -> TraceStore | None:
     """The store `BoundedConfigurator` added to the tracer provider; None when it added none."""
     return _store
+
+
+def get_web_view() -> web.WebView | None:
+    """The view `BoundedConfigurator` serves (``OTEL_BOUNDED_HTTP_ENDPOINT``); None if none."""
+    return _view
 
 
 class BoundedConfigurator(_OTelSDKConfigurator):
@@ -99,3 +107,24 @@ def _register_trace_store() -> None:
             exc,
             exc_info=True,
         )
+        return
+    _serve_web_view(store)
+
+
+def _serve_web_view(store: TraceStore) -> None:
+    global _view
+    endpoint = config.read(config.HTTP_ENDPOINT)  # an invalid value warns and reads as unset
+    if endpoint is None:
+        return
+    host, _, port = endpoint.rpartition(":")
+    try:
+        _view = web.serve(store, host=host, port=int(port))
+    except Exception as exc:  # say, the port is taken: the application starts regardless
+        telemetry.logger.warning(
+            "otel_bounded serves no trace view on %s (%s: %s); the store is recording anyway.",
+            endpoint,
+            type(exc).__name__,
+            exc,
+        )
+        return
+    telemetry.logger.info("otel_bounded serves the trace view at %s", _view.url)

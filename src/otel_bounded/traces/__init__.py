@@ -6,6 +6,7 @@ from otel_bounded.traces.compaction import (
     compact_spans,
     operation_totals,
 )
+from otel_bounded.traces.query import TraceSummary
 from otel_bounded.traces.store import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "TraceEvictionReason",
     "TraceStore",
     "TraceStoreStats",
+    "TraceSummary",
     "compact_spans",
     "operation_totals",
 ]
