@@ -12,8 +12,6 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = ["encode_otlp_json"]
@@ -23,6 +21,10 @@ _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
 def encode_otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
     """``{"resourceSpans": [...]}`` for `spans`."""
+    # Imported here: an application that never asks for a trace never loads protobuf.
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     data: dict[str, Any] = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
     data.setdefault("resourceSpans", [])
     for resource_spans in data["resourceSpans"]:

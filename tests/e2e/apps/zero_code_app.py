@@ -2,7 +2,8 @@
 
 It makes `--count` traces of two spans each through the global tracer
 provider, then prints one JSON line: the global tracer provider's class and
-`get_trace_store().stats()` (null without a store). `--configure` calls the
+`get_trace_store().stats()` (null without a store), and, when the configurator
+serves the trace view, what its ``/api/traces`` lists. `--configure` calls the
 configurator itself, as `opentelemetry-instrument` does (a second time, if it
 already ran); `--foreign-provider` first installs a tracer provider that is
 not the SDK's, so that the store cannot be added. (Option names must not
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 from opentelemetry import trace
 
-from otel_bounded.configurator import BoundedConfigurator, get_trace_store
+from otel_bounded.configurator import BoundedConfigurator, get_trace_store, get_web_view
 
 
 def main() -> None:
@@ -56,6 +58,12 @@ def main() -> None:
             for field in fields(stats)
             for value in [getattr(stats, field.name)]
         }
+    view = get_web_view()
+    report["view"] = None
+    if view is not None:
+        with urllib.request.urlopen(f"{view.url}api/traces?limit=1000", timeout=10) as response:
+            listed = json.load(response)["traces"]
+        report["view"] = {"host": view.host, "traces": len(listed)}
     print(json.dumps(report))
 
 
