@@ -35,7 +35,12 @@ def test_tiny_run_times_every_variant_and_judges_every_goal(bench: ModuleType) -
 
     results = bench.run_benchmark(sizes)
 
-    names = {*bench.SPAN_VARIANTS, bench.ON_END_LARGE, bench.ON_END_SMALL}
+    names = {
+        *bench.SPAN_VARIANTS,
+        bench.ON_END_LARGE,
+        bench.ON_END_SMALL,
+        bench.ON_END_BEFORE_SUMMARIES,
+    }
     assert set(results.timings.per_unit_ns) == names
     for name in names:
         assert len(results.timings.per_unit_ns[name]) == sizes.rounds
@@ -49,7 +54,7 @@ def test_tiny_run_times_every_variant_and_judges_every_goal(bench: ModuleType) -
     assert results.store_bytes_per_span > 0
     assert results.readable_span_bytes_per_span > 0
 
-    assert len(results.goals) == 6
+    assert len(results.goals) == 7
     for goal in results.goals:
         assert goal.verdict == ("PASS" if goal.met else "NOT MET")
 

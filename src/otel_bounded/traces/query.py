@@ -10,12 +10,12 @@ ending meanwhile never wait long behind it.
 
 from __future__ import annotations
 
-import heapq
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from operator import attrgetter
 from typing import Any
 
 from opentelemetry.sdk.resources import SERVICE_NAME
@@ -150,13 +150,15 @@ class HeldTrace(list):  # type: ignore[type-arg]
     local root, or None.
     """
 
-    __slots__ = ("end", "errors", "root", "start", "trace_id")
+    __slots__ = ("end", "errors", "ok", "root", "start", "trace_id")
 
     trace_id: int
     start: int
     end: int
     errors: int
     root: Record | None
+    ok: bool
+    """The root's status is OK (kept with `root`, so a query need not read the record)."""
 
     def fold(self, record: Record) -> None:
         """Take one span just appended into the summary."""
@@ -174,7 +176,8 @@ class HeldTrace(list):  # type: ignore[type-arg]
         if meta & _STATUS_BITS == _ERROR:
             self.errors += 1
         if meta & _PARENT_BITS != HAS_PARENT:
-            self.root = _root(self.root, record)
+            root = self.root = _root(self.root, record)
+            self.ok = root[4] & _STATUS_BITS == _OK
 
 
 NOTABLE = HAS_PARENT | PARENT_IS_REMOTE | (_ERROR & ~_OK)
@@ -191,6 +194,7 @@ def new_trace(trace_id: int, record: Record) -> HeldTrace:
     trace.end = -1 if end is None else end
     trace.errors = 0
     trace.root = None
+    trace.ok = False
     if (record[4] ^ HAS_PARENT) & NOTABLE:
         trace.note(record)
     return trace
@@ -237,59 +241,58 @@ class TraceIndex:
     # -- queries ---------------------------------------------------------
 
     def query(self, query: TraceQuery, lock: threading.Lock) -> list[TraceSummary]:
-        """Matching held traces, newest start first (ties: larger trace id first)."""
+        """Matching held traces, newest start first (ties: larger trace id first).
+
+        The summary filters and the ordering read the traces' summaries
+        without the lock: each field read is atomic, and every trace
+        returned is checked again under the lock before it is summarized.
+        Records are read under the lock only, a few traces at a time.
+        """
         with lock:
             self._traces.expire()
-        # Outside the lock: copying a plain dict's values is one step for the
-        # interpreter, and a 100,000-trace copy would hold the lock too long.
-        traces = list(self.held.values())
+        # Copying a plain dict's values is one step for the interpreter; the lock
+        # is not needed for it, and 100,000 traces would hold it too long. Each
+        # pass over every trace costs what touching 100,000 objects costs, so the
+        # error filter (the most asked) is done in the same pass as the copy.
+        values = self.held.values()
+        traces = list(filter(_ERRORS_OF, values)) if query.status == "error" else list(values)
+        for narrow in _list_filters(query):
+            traces = narrow(traces)
+        traces.sort(key=_START_OF, reverse=True)
+        return self._verified(traces, query, lock)
+
+    def _verified(
+        self, ordered: list[HeldTrace], query: TraceQuery, lock: threading.Lock
+    ) -> list[TraceSummary]:
+        """The first `query.limit` of `ordered` still held and matching, in short lock holds."""
+        held = self.held
         match_summary = _summary_filter(query)
-        matches: list[tuple[int, int]] = []
-        for found in self._slices(traces, query, match_summary, lock):
-            matches.extend(found)
+        match_records = _records_filter(query, self._encoder) if query.reads_records else None
         wanted = query.limit
         results: list[TraceSummary] = []
-        taken = 0
-        # A trace may be evicted (or change) between the scan and now: take more if needed.
-        while len(results) < wanted and taken < len(matches):
-            batch = heapq.nlargest(wanted - len(results) + taken, matches)[taken:]
-            taken += len(batch)
-            with lock:
-                for _, trace_id in batch:
-                    trace = self._traces.get(trace_id)
-                    if trace is not None and match_summary(trace):  # type: ignore[arg-type]
-                        results.append(self._summarize(trace))  # type: ignore[arg-type]
-        results.sort(key=lambda s: (s.start_time_unix_nano, s.trace_id), reverse=True)
-        return results[:wanted]
-
-    def _slices(
-        self,
-        traces: list[HeldTrace],
-        query: TraceQuery,
-        match_summary: Callable[[HeldTrace], bool],
-        lock: threading.Lock,
-    ) -> Iterator[list[tuple[int, int]]]:
-        held = self.held
-        position = 0
-        total = len(traces)
-        match_records = _records_filter(query, self._encoder) if query.reads_records else None
+        position, total = 0, len(ordered)
+        # Past the limit, traces starting at the same moment as the last one taken
+        # are taken too: ties go to the larger trace id, not to the scan order.
+        boundary: int | None = None
         while position < total:
-            found: list[tuple[int, int]] = []
             with lock:
                 budget = _SLICE
                 while position < total and budget > 0:
-                    trace = traces[position]
+                    trace = ordered[position]
+                    if boundary is not None and trace.start != boundary:
+                        position = total
+                        break
                     position += 1
-                    budget -= 1
-                    # Still held (not evicted since the copy), and matching.
+                    budget -= 1 + len(trace)
                     if held.get(trace.trace_id) is not trace or not match_summary(trace):
+                        continue  # evicted, or changed, since the copy
+                    if match_records is not None and not match_records(trace):
                         continue
-                    if match_records is not None:
-                        budget -= len(trace)
-                        if not match_records(trace):
-                            continue
-                    found.append((trace.start, trace.trace_id))
-            yield found
+                    results.append(self._summarize(trace))
+                    if len(results) >= wanted and boundary is None:
+                        boundary = trace.start
+        results.sort(key=_SUMMARY_ORDER, reverse=True)
+        return results[:wanted]
 
     def summary(self, trace_id: int) -> TraceSummary | None:
         """The summary of one held trace; call under the store's lock."""
@@ -323,6 +326,45 @@ class TraceIndex:
         )
 
 
+_START_OF = attrgetter("start")
+
+
+def _SUMMARY_ORDER(summary: TraceSummary) -> tuple[int, str]:
+    return (summary.start_time_unix_nano, summary.trace_id)
+
+
+def _list_filters(query: TraceQuery) -> list[Callable[[list[HeldTrace]], list[HeldTrace]]]:
+    """The summary filters of `query` over whole lists: a comprehension each, no call per trace.
+
+    The same tests as `_summary_filter`, which checks one trace again under the lock.
+    """
+    filters: list[Callable[[list[HeldTrace]], list[HeldTrace]]] = []
+    # status="error" is applied by the copy itself, in `TraceIndex.query`.
+    if query.status == "ok":
+        filters.append(lambda traces: [t for t in traces if t.ok and not t.errors])
+    elif query.status == "unset":
+        filters.append(lambda traces: [t for t in traces if not t.ok and not t.errors])
+    if query.min_duration_ms is not None:
+        least = math.ceil(Fraction(query.min_duration_ms) * _NS_PER_MS)
+        if least > 0:  # a duration is never negative; an unknown one is 0
+            filters.append(lambda traces: [t for t in traces if t.end - t.start >= least])
+    if query.max_duration_ms is not None:
+        most = math.floor(Fraction(query.max_duration_ms) * _NS_PER_MS)
+        filters.append(lambda traces: [t for t in traces if t.end - t.start <= most])
+    if query.since is not None:
+        since = math.ceil(Fraction(query.since) * _NS_PER_S)
+        filters.append(lambda traces: [t for t in traces if since <= t.start < _NO_START])
+    if query.until is not None:
+        until = math.floor(Fraction(query.until) * _NS_PER_S)
+        filters.append(
+            lambda traces: [t for t in traces if t.start <= until and t.start != _NO_START]
+        )
+    return filters
+
+
+_ERRORS_OF = attrgetter("errors")
+
+
 def _merged_into(record: Record) -> int:
     """Spans merged away into a record: its composite count less itself, else 0."""
     if not record[4] & COMPOSITE_MARKS or COMPOSITE_COUNT not in record[6]:
@@ -337,12 +379,8 @@ def _summary_filter(query: TraceQuery) -> Callable[[HeldTrace], bool]:
     if query.status == "error":
         tests.append(lambda t: t.errors > 0)
     elif query.status is not None:
-        wanted = _OK if query.status == "ok" else 0
-        tests.append(
-            lambda t: (
-                t.errors == 0 and (0 if t.root is None else t.root[4] & _STATUS_BITS) == wanted
-            )
-        )
+        wanted = query.status == "ok"
+        tests.append(lambda t: not t.errors and t.ok is wanted)
     if query.min_duration_ms is not None:
         least = math.ceil(Fraction(query.min_duration_ms) * _NS_PER_MS)
         tests.append(lambda t: _duration(t) >= least)
@@ -354,7 +392,7 @@ def _summary_filter(query: TraceQuery) -> Callable[[HeldTrace], bool]:
         tests.append(lambda t: t.start != _NO_START and t.start >= since)
     if query.until is not None:
         until = math.floor(Fraction(query.until) * _NS_PER_S)
-        tests.append(lambda t: t.start <= until)
+        tests.append(lambda t: t.start <= until and t.start != _NO_START)
     if not tests:
         return lambda _t: True
     if len(tests) == 1:
