@@ -28,6 +28,7 @@ from otel_bounded.errors import (
     TokenRevoked,
     TokenScopeError,
     TraceNotFound,
+    WebViewError,
 )
 from otel_bounded.tokens import (
     CapabilityToken,
@@ -86,6 +87,7 @@ __all__ = [
     "TraceStore",
     "TraceStoreStats",
     "TraceSummary",
+    "WebViewError",
     "__version__",
     "compact_spans",
     "get_trace_store",

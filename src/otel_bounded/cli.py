@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from otel_bounded import config, demo
+from otel_bounded.errors import WebViewError
 from otel_bounded.version import __version__
 from otel_bounded.web import client
 
@@ -282,7 +283,7 @@ def show_view(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> in
     try:
         data = client.fetch_json(args.url, path)
         stdout.write(json.dumps(data, indent=2) + "\n" if args.json else render(data))
-    except client.ClientError as error:
+    except WebViewError as error:
         stderr.write(f"otel-bounded {args.command}: {error}\n")
         return 1
     except (KeyError, TypeError, ValueError, AttributeError):

@@ -1,7 +1,7 @@
 """The command line's side of the view: read a running process's JSON API and print it.
 
 Every failure a person can cause (a URL nothing answers, a trace that is not
-held, a server that is not an otel-bounded view) becomes `ClientError`, one
+held, a server that is not an otel-bounded view) becomes `WebViewError`, one
 line that says what to do. Span names and attributes are the application's
 data, so control characters are shown escaped, never sent to the terminal.
 """
@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from otel_bounded.errors import WebViewError
 from otel_bounded.web.tree import waterfall
 
 __all__ = [
-    "ClientError",
     "fetch_json",
     "format_stats",
     "format_trace",
@@ -33,37 +33,33 @@ _STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 _COMPOSITE_COUNT = "otel_bounded.composite.count"
 
 
-class ClientError(Exception):
-    """A request to the view failed; the message is one line for a person."""
-
-
 def fetch_json(base_url: str, path: str) -> Any:
-    """GET `path` under `base_url` and parse its JSON; `ClientError` when anything fails."""
+    """GET `path` under `base_url` and parse its JSON; `WebViewError` when anything fails."""
     url = _join(base_url, path)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_SECONDS) as response:  # noqa: S310
             body = response.read(_MAX_BODY + 1)
     except urllib.error.HTTPError as error:
-        raise ClientError(f"{url}: HTTP {error.code}: {_server_message(error)}") from None
+        raise WebViewError(f"{url}: HTTP {error.code}: {_server_message(error)}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise ClientError(
+        raise WebViewError(
             f"cannot reach {base_url} ({reason}); is the process serving its trace view "
             "(otel_bounded.web.serve or OTEL_BOUNDED_HTTP_ENDPOINT)?"
         ) from None
     if len(body) > _MAX_BODY:
-        raise ClientError(f"{url}: the response is over {_MAX_BODY:,} bytes")
+        raise WebViewError(f"{url}: the response is over {_MAX_BODY:,} bytes")
     try:
         return json.loads(body)
     except ValueError:
-        raise ClientError(f"{url} did not answer JSON: is it an otel-bounded view?") from None
+        raise WebViewError(f"{url} did not answer JSON: is it an otel-bounded view?") from None
 
 
 def _join(base_url: str, path: str) -> str:
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ClientError(f"--url must be an http:// or https:// URL, got {base_url!r}")
+        raise WebViewError(f"--url must be an http:// or https:// URL, got {base_url!r}")
     return base_url.rstrip("/") + path
 
 
@@ -96,7 +92,7 @@ def _ms(nanoseconds: int) -> str:
 def format_traces(data: Any) -> str:
     traces = data.get("traces") if isinstance(data, dict) else None
     if not isinstance(traces, list):
-        raise ClientError("the answer has no trace list: is the URL an otel-bounded view?")
+        raise WebViewError("the answer has no trace list: is the URL an otel-bounded view?")
     if not traces:
         return "no held trace matches\n"
     rows = [("TRACE ID", "STATUS", "DURATION", "SPANS", "ERRORS", "SERVICE", "ROOT")]
@@ -140,7 +136,7 @@ def format_trace(data: Any) -> str:
     """An indented tree: each span with its duration and status, children under parents."""
     spans = _spans(data)
     if not spans:
-        raise ClientError("the answer holds no span: is the URL an otel-bounded view?")
+        raise WebViewError("the answer holds no span: is the URL an otel-bounded view?")
     origin = min(span.start for span in spans)
     lines = []
     for placed in waterfall(
@@ -168,7 +164,7 @@ def format_trace(data: Any) -> str:
 
 def _spans(data: Any) -> list[_Span]:
     if not isinstance(data, dict) or not isinstance(data.get("resourceSpans"), list):
-        raise ClientError("the answer is not OTLP JSON: is the URL an otel-bounded view?")
+        raise WebViewError("the answer is not OTLP JSON: is the URL an otel-bounded view?")
     spans = []
     for resource_spans in data["resourceSpans"]:
         resource = _attributes(resource_spans.get("resource", {}).get("attributes", []))
@@ -211,7 +207,7 @@ def _attributes(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def format_stats(data: Any) -> str:
     if not isinstance(data, dict) or "max_traces" not in data:
-        raise ClientError("the answer holds no store counts: is the URL an otel-bounded view?")
+        raise WebViewError("the answer holds no store counts: is the URL an otel-bounded view?")
     ttl = data.get("ttl_seconds")
     lines = [
         f"{'':<26}{'held':>12}{'cap':>12}",
