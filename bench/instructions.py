@@ -34,6 +34,10 @@ def workload(variant: str, traces: int) -> None:
     provider = TracerProvider()
     if variant == "store":
         provider.add_span_processor(TraceStore(max_traces=200))
+    elif variant == "store-before-summaries":
+        from trace_store import StoreBeforeSummaries
+
+        provider.add_span_processor(StoreBeforeSummaries(max_traces=200))
     tracer = provider.get_tracer("bench.instructions")
 
     def run(count: int) -> None:
@@ -92,12 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
         return 2
     none, store = per_span("none"), per_span("store")
+    before = per_span("store-before-summaries")
     print(f"per span, {MEASURED_TRACES * SPANS_PER_TRACE} spans, store full and evicting")
     print(f"{'event':<8}{'no processor':>16}{'TraceStore':>16}{'ratio':>10}")
     for event in ("Ir", "I1mr", "D1mr", "D1mw"):
         ratio = store[event] / none[event] if none[event] else float("nan")
         print(f"{event:<8}{none[event]:>16,.0f}{store[event]:>16,.0f}{ratio:>9.3f}x")
     print("Ir: instructions; I1mr, D1mr, D1mw: L1 instruction, data-read, data-write misses")
+    print()
+    print("what the store adds to a span (less the span with no processor)")
+    print(f"{'event':<8}{'before summaries':>18}{'with summaries':>16}{'ratio':>10}")
+    for event in ("Ir", "I1mr", "D1mr", "D1mw"):
+        old, new = before[event] - none[event], store[event] - none[event]
+        ratio = new / old if old else float("nan")
+        print(f"{event:<8}{old:>18,.0f}{new:>16,.0f}{ratio:>9.3f}x")
     return 0
 
 
