@@ -52,6 +52,7 @@ from otel_bounded.traces.compaction import (
     compact_spans,
     operation_totals,
 )
+from otel_bounded.traces.store import UnresolvedReason
 from otel_bounded.version import __version__
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "TraceStore",
     "TraceStoreStats",
     "TraceSummary",
+    "UnresolvedReason",
     "WebViewError",
     "__version__",
     "compact_spans",

@@ -19,7 +19,7 @@ HOSTILE_NAME = "<img src=x onerror=alert(1)>"
 def recorded_store(*, compaction: bool = True) -> tuple[TraceStore, dict[str, int]]:
     """A store holding a few traces with everything a page shows; their ids by purpose."""
     store = TraceStore(
-        compaction=CompactionPolicy(exact_match_max_duration_ms=1_000, compact_at_spans=4)
+        compaction=CompactionPolicy(exact_match_max_duration_ms=1_000, compact_at_spans=64)
         if compaction
         else None
     )

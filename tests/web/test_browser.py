@@ -83,15 +83,25 @@ def test_list_shows_the_traces_and_a_click_opens_the_waterfall(
     assert browser.current_url == f"{view.url}traces/{ids['ok']:032x}"
     spans = browser.find_elements(By.CSS_SELECTOR, "#waterfall tr.span")
     names = [span.find_element(By.TAG_NAME, "summary").text for span in spans]
+    held = store.get(ids["ok"])
     assert names[0] == "GET /orders"
-    assert names[1] == "SELECT orders \u00d76"  # a composite of six, with its count
-    assert names[2] == "llm.chat"
-    # Nesting: the children sit one indent deeper than the root.
+    assert len(names) == len(held)
+    # Children in start order, each one indent deeper than the root.
+    children = sorted((s for s in held if s.parent is not None), key=lambda s: s.start_time or 0)
+    expected = [
+        f"{s.name} \u00d7{s.attributes['otel_bounded.composite.count']}"  # a composite's count
+        if s.attributes and "otel_bounded.composite.count" in s.attributes
+        else s.name
+        for s in children
+    ]
+    assert names[1:] == expected
+    assert any("\u00d7" in name for name in names)
     indents = [len(span.find_elements(By.CSS_SELECTOR, "span.indent")) for span in spans]
-    assert indents == [0, 1, 1]
+    assert indents == [0] + [1] * len(children)
     # Details open on a click, with attributes and events as text.
-    spans[2].find_element(By.TAG_NAME, "summary").click()
-    details = spans[2].text
+    chat = spans[names.index("llm.chat")]
+    chat.find_element(By.TAG_NAME, "summary").click()
+    details = chat.text
     assert "gen_ai.request.model" in details
     assert "</td><script>alert(2)</script>" in details
     assert_no_alert(browser)

@@ -69,16 +69,26 @@ def test_traces_lists_what_the_store_holds(
 def test_trace_prints_an_indented_tree(
     capsys: pytest.CaptureFixture[str], view: WebView, recorded: tuple[TraceStore, dict[str, int]]
 ) -> None:
-    _, ids = recorded
+    store, ids = recorded
     code, out, err = run(capsys, "trace", f"{ids['ok']:032x}", "--url", view.url)
     assert code == 0, err
     lines = out.splitlines()
+    held = store.get(ids["ok"])
     assert lines[0].startswith("GET /orders  ")
     assert " ok  " in lines[0]
-    assert lines[1].startswith("  SELECT orders  ")
-    assert "x6 merged" in lines[1]
-    assert lines[2].startswith("  llm.chat  ")
-    assert len(lines) == 3
+    assert len(lines) == len(held)
+    assert all(line.startswith("  ") and not line.startswith("   ") for line in lines[1:])
+    (composite,) = [
+        s for s in held if s.attributes and "otel_bounded.composite.count" in s.attributes
+    ]
+    merged = [line for line in lines if "merged)" in line]
+    assert merged == [
+        line
+        for line in lines
+        if f"x{composite.attributes['otel_bounded.composite.count']} merged" in line
+    ]
+    assert merged[0].startswith("  SELECT orders  ")
+    assert lines[-1].startswith("  llm.chat  ")
 
     code, out, _ = run(capsys, "trace", f"{ids['hostile']:032x}", "--url", view.url)
     assert code == 0

@@ -7,7 +7,13 @@ from otel_bounded.traces.compaction import (
     operation_totals,
 )
 from otel_bounded.traces.query import TraceSummary
-from otel_bounded.traces.store import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.traces.store import (
+    DropReason,
+    TraceEvictionReason,
+    TraceStore,
+    TraceStoreStats,
+    UnresolvedReason,
+)
 
 __all__ = [
     "CompactionPolicy",
@@ -17,6 +23,7 @@ __all__ = [
     "TraceStore",
     "TraceStoreStats",
     "TraceSummary",
+    "UnresolvedReason",
     "compact_spans",
     "operation_totals",
 ]
