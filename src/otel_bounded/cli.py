@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from otel_bounded import config, demo
+from otel_bounded.audit import cli as audit_cli
 from otel_bounded.errors import WebViewError
 from otel_bounded.version import __version__
 from otel_bounded.web import client
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version and usage errors
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    if args.command == "audit":
+        return audit_cli.run(args, sys.stdout, sys.stderr)
     if args.command == "demo":
         return demo.run(
             args.steps,
@@ -98,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_view_commands(commands)
+    audit_cli.add_parser(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ApprovalError",
     "ApprovalReason",
+    "AuditLogError",
     "RevocationStoreUnavailable",
     "TokenError",
     "TokenExpired",
@@ -122,4 +123,13 @@ class WebViewError(Exception):
     """A request to a running process's trace view failed (unreachable, not held, not a view).
 
     The message is one line a person can act on; the command line prints it.
+    """
+
+
+class AuditLogError(Exception):
+    """An audit log that cannot be opened as it is: held by another writer, or damaged inside.
+
+    Never raised by `AuditLog.append`. A damaged log is never repaired
+    silently: verify it (``otel-bounded audit verify``), keep it as evidence,
+    and start a new log elsewhere.
     """
