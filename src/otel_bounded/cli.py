@@ -16,7 +16,7 @@ from otel_bounded.version import __version__
 __all__ = ["main"]
 
 _PREFIX = "OTEL_BOUNDED_"
-_SET, _UNSET, _REDACTED = "<set>", "<unset>", "<redacted>"
+_SET, _UNSET, _REDACTED = "<set>", "<unset>", config.REDACTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,8 +116,7 @@ def _row(setting: config.Setting) -> dict[str, Any]:
     if variable.secret:
         value = _SET if setting.source == "environment" else _UNSET
         if ignored is not None:
-            # A parser's message may quote the value it rejected (int() does).
-            reason = _redact(reason or "", ignored)
+            # The reason is already free of the value (config.resolve); the value is hidden here.
             ignored = _REDACTED
     elif variable.redact is not None:
         # Shown, as operators need to see which store is used, but without its credentials.
@@ -186,12 +185,6 @@ def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def _redact(text: str, secret: str) -> str:
-    for form in sorted({secret, secret.strip()} - {""}, key=len, reverse=True):
-        text = text.replace(form, _REDACTED)
-    return text
 
 
 def _quoted(ignored: str) -> str:
