@@ -380,7 +380,9 @@ class TraceStore(SpanProcessor):
             held_traces, held_spans = len(self._traces), self._traces.weight
         name = self.component[telemetry.COMPONENT_NAME]
         for kind, reason in pending:
+            fields: dict[str, str | int | float] = dict(self.component)
             if kind == "error":
+                fields[telemetry.DROP_REASON] = DropReason.ERROR
                 telemetry.logger.warning(
                     "TraceStore %s failed to record a span; it never raises into the "
                     "application, so this and any later failure are counted in %s "
@@ -388,10 +390,17 @@ class TraceStore(SpanProcessor):
                     name,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
                     exc_info=self._first_error,
+                    extra=fields,
                 )
                 continue
             variable, argument = _REMEDY[reason]
             limit = self._limits[argument]
+            # The structured twin of the message, for OTel log records (see otel_bounded.logs).
+            fields[telemetry.DROP_REASON if kind == "drop" else telemetry.EVICTION_REASON] = reason
+            fields[telemetry.CAP_NAME] = argument
+            fields[telemetry.CAP_VARIABLE] = variable.name
+            if limit is not None:
+                fields[telemetry.CAP_VALUE] = limit
             if kind == "drop":
                 telemetry.logger.warning(
                     "TraceStore %s dropped its first span (reason %s, %s=%s). Raise %s (or "
@@ -403,6 +412,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
+                    extra=fields,
                 )
             elif reason == TraceEvictionReason.TTL:
                 telemetry.logger.warning(
@@ -416,6 +426,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_EVICTIONS,
+                    extra=fields,
                 )
             else:
                 telemetry.logger.warning(
@@ -432,6 +443,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_EVICTIONS,
+                    extra=fields,
                 )
 
     def _at_fork_reinit(self) -> None:
