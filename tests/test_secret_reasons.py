@@ -97,3 +97,9 @@ def test_a_parser_that_quotes_the_secret_shows_one_of_two_fixed_reasons(secret: 
         "invalid literal for int() with base 10: '<redacted>'",
         "invalid value (the reason is withheld: it would reveal the secret)",
     }
+
+
+def test_a_secret_that_is_not_utf8_keeps_that_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    # os.environ holds undecodable bytes as lone surrogates (surrogateescape).
+    message = from_env_error(monkeypatch, "\udcff-" + "x" * 40)
+    assert message == f"{config.TOKEN_SECRET.name}=<redacted> is invalid: not valid UTF-8"
