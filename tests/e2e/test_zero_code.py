@@ -315,16 +315,30 @@ def test_a_store_that_cannot_be_added_is_a_warning_not_a_failed_start() -> None:
     assert "NoOpTracerProvider" in stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("opentelemetry.configuration") is not None,
-    reason="opentelemetry-configuration is installed: OTEL_CONFIG_FILE would work",
-)
+def hide_configuration_package(root: Path) -> Path:
+    """A path entry on which ``import opentelemetry.configuration`` fails, as if not installed.
+
+    ``opentelemetry`` is a namespace package, so this portion, first on the
+    path, answers for ``opentelemetry.configuration`` before the installed one.
+    """
+    package = root / "opentelemetry" / "configuration"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        'raise ImportError("opentelemetry-configuration hidden by the test")\n'
+    )
+    return root
+
+
 def test_a_config_file_without_its_package_leaves_the_app_running_without_a_store(
     tmp_path: Path,
 ) -> None:
     config_file = tmp_path / "otel.yaml"
     config_file.write_text('file_format: "1.0"\n')
-    env = clean_environment(**OURS, OTEL_CONFIG_FILE=str(config_file))
+    env = clean_environment(
+        **OURS,
+        OTEL_CONFIG_FILE=str(config_file),
+        PYTHONPATH=str(hide_configuration_package(tmp_path / "hidden")),
+    )
     report, stderr = run_app(env=env)
 
     # The SDK refuses the file it cannot read; opentelemetry-instrument logs that and goes on.
