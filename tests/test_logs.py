@@ -24,6 +24,7 @@ SCRIPT = textwrap.dedent(
     """
     import io, itertools, json, logging, sys, warnings
     from opentelemetry import _logs
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler as Instrumentation
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
     from opentelemetry.sdk.trace import TracerProvider
@@ -35,9 +36,10 @@ SCRIPT = textwrap.dedent(
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     _logs.set_logger_provider(provider)
     ours, root = logging.getLogger("otel_bounded"), logging.getLogger()
+    BRIDGES = ("none", "sdk", "instrumentation")
     results = []
     for app_on_ours, app_on_root, bridge_on_ours, bridge_on_root, propagate in itertools.product(
-        ("none", "warning", "error"), (False, True), (False, True), (False, True), (False, True)
+        ("none", "warning", "error"), (False, True), (False, True), BRIDGES, (False, True)
     ):
         added = []
         app_output = io.StringIO()
@@ -49,8 +51,9 @@ SCRIPT = textwrap.dedent(
             added.append((root, logging.StreamHandler(app_output)))
         if bridge_on_ours:
             added.append((ours, LoggingHandler(logger_provider=provider)))
-        if bridge_on_root:
-            added.append((root, LoggingHandler(logger_provider=provider)))
+        if bridge_on_root != "none":
+            bridge = LoggingHandler if bridge_on_root == "sdk" else Instrumentation
+            added.append((root, bridge(logger_provider=provider)))
         for logger, handler in added:
             logger.addHandler(handler)
         ours.propagate = propagate
@@ -90,14 +93,22 @@ def test_every_handler_configuration_gets_the_warning_where_the_rule_says() -> N
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=60
     )
     outcomes = json.loads(result.stdout)
-    configurations = list(itertools.product(("none", "warning", "error"), *[(False, True)] * 4))
+    configurations = list(
+        itertools.product(
+            ("none", "warning", "error"),
+            (False, True),
+            (False, True),
+            ("none", "sdk", "instrumentation"),
+            (False, True),
+        )
+    )
     assert [tuple(outcome["config"]) for outcome in outcomes] == configurations
 
     for outcome in outcomes:
         app_on_ours, app_on_root, bridge_on_ours, bridge_on_root, propagate = outcome["config"]
         reaching_root = propagate
         app_takes = app_on_ours == "warning" or (app_on_root and reaching_root)
-        bridges = int(bridge_on_ours) + int(bridge_on_root and reaching_root)
+        bridges = int(bridge_on_ours) + int(bridge_on_root != "none" and reaching_root)
 
         assert outcome["stderr"] == (0 if app_takes else 1), outcome["config"]
         assert outcome["app"] == int(app_on_ours == "warning") + int(

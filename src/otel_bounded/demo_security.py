@@ -321,23 +321,28 @@ def _points(data: MetricsData | None, name: str) -> list[tuple[Mapping[str, Any]
     ]
 
 
+_LABEL = 44  # wide enough for the ledger's name, so its held and cap columns line up
+
+
 def format_report(tokens: TokenReport, approvals: ApprovalReport) -> list[str]:
     """The token and approval sections of the demo's table."""
     lines = [
         f"capability tokens ({tokens.component})",
-        f"  {'revocations held':<24}{tokens.revocations_held:>12,}  "
-        f"(each kept until its token expires, then swept)",
-        f"  {'revocations swept':<24}{tokens.revocations_swept:>12,}",
+        f"  {'revocations held':<{_LABEL - 2}}{tokens.revocations_held:>12,}  "
+        "(each until its token expires)",
+        f"  {'revocations swept':<{_LABEL - 2}}{tokens.revocations_swept:>12,}",
         "  verifications by outcome",
     ]
     for outcome in _ordered(tokens.verifications, telemetry.VerificationOutcome.ALL):
-        lines.append(f"    {outcome:<22}{tokens.verifications.get(outcome, 0):>12,}")
+        count = tokens.verifications.get(outcome, 0)
+        lines.append(f"    {outcome:<{_LABEL - 4}}{count:>12,}")
+    title = f"approvals ({approvals.component})"
     lines += [
         "",
-        f"approvals ({approvals.component}){'held':>{38 - len(approvals.component)}}{'cap':>12}",
-        f"  {'live (pending, granted)':<36}{approvals.live:>12,}"
+        f"{title:<{_LABEL}}{'held':>12}{'cap':>12}",
+        f"  {'live (pending, granted)':<{_LABEL - 2}}{approvals.live:>12,}"
         f"{int(APPROVAL_LIMITS['max_live']):>12,}",
-        f"  {'ended, retained':<36}{approvals.terminal:>12,}"
+        f"  {'ended, retained':<{_LABEL - 2}}{approvals.terminal:>12,}"
         f"{int(APPROVAL_LIMITS['max_terminal']):>12,}",
         "  decisions by reason",
     ]
@@ -345,10 +350,10 @@ def format_report(tokens: TokenReport, approvals: ApprovalReport) -> list[str]:
     for reason in _ordered(approvals.decisions, known):
         count = approvals.decisions.get(reason, 0)
         if count or reason == "allowed":
-            lines.append(f"    {reason:<32}{count:>12,}")
+            lines.append(f"    {reason:<{_LABEL - 4}}{count:>12,}")
     lines.append("  ended grants evicted")
     for reason in _ordered(approvals.evictions, ("retention", "max_terminal")):
-        lines.append(f"    {reason:<32}{approvals.evictions.get(reason, 0):>12,}")
+        lines.append(f"    {reason:<{_LABEL - 4}}{approvals.evictions.get(reason, 0):>12,}")
     return lines
 
 
