@@ -41,12 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_demo = commands.add_parser(
         "demo",
-        help="run a long-lived agent workload through TraceStore.from_env() and report",
+        help="run a long-lived agent through the trace store, tokens and approvals, and report",
         description=(
             "Run an agent-like workload, one small trace per step, through a TraceStore "
-            "configured from the OTEL_BOUNDED_TRACE_* variables, then print what it holds, "
-            "evicted and dropped. With OTEL_EXPORTER_OTLP_ENDPOINT set, spans, metrics and "
-            "logs are also exported over OTLP/gRPC; without it nothing leaves the process."
+            "configured from the OTEL_BOUNDED_TRACE_* variables; each step also presents a "
+            "capability token (HMACTokenProvider.from_env()) and some ask an ApprovalLedger, "
+            "with some of each refused. Then print, per capability, what is held against its "
+            "caps, evicted, dropped, swept, verified and decided. With "
+            "OTEL_EXPORTER_OTLP_ENDPOINT set, spans, metrics and logs are also exported over "
+            "OTLP/gRPC; without it nothing leaves the process."
         ),
     )
     run_demo.add_argument(
