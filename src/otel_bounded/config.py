@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "REDACTED",
     "VARIABLES",
     "SafeReason",
     "Setting",
