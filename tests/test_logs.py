@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import subprocess
 import sys
 import textwrap
 
-from otel_bounded import telemetry
+import pytest
+
+from otel_bounded import TraceStore, logs, telemetry
 
 SCRIPT = textwrap.dedent(
     """
@@ -167,3 +170,21 @@ def test_an_application_that_sets_our_level_keeps_its_choice() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert "evicted its first trace" not in result.stderr
+
+
+def test_a_recording_failure_carries_its_reason_component_and_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = TraceStore()
+    with caplog.at_level(logging.WARNING, logger="otel_bounded"):
+        store.on_end(object())  # type: ignore[arg-type]
+    (record,) = [r for r in caplog.records if r.name == "otel_bounded"]
+
+    attributes = logs.structured_attributes(record)
+    assert attributes[telemetry.DROP_REASON] == "error"
+    assert attributes[telemetry.COMPONENT_NAME] == store.component[telemetry.COMPONENT_NAME]
+    assert record.exc_info is not None
+    assert attributes["exception.type"] == type(record.exc_info[1]).__qualname__
+    assert "Traceback" in attributes["exception.stacktrace"]
+    # No cap was reached: no cap attributes, rather than made-up ones.
+    assert telemetry.CAP_NAME not in attributes
