@@ -90,3 +90,15 @@ def test_a_store_that_cannot_be_built_is_a_warning_not_an_exception(
         assert registration.add_trace_store(provider) is None
     assert "otel_bounded added no TraceStore (MemoryError: no room)" in caplog.text
     assert stores_on(provider) == []
+
+
+def test_both_entry_points_are_declared_and_load() -> None:
+    from importlib.metadata import entry_points
+
+    from otel_bounded.configurator import BoundedConfigurator
+
+    (instrumentor,) = entry_points(group="opentelemetry_instrumentor", name="otel_bounded")
+    (configurator,) = entry_points(group="opentelemetry_configurator", name="otel_bounded")
+    assert instrumentor.load() is BoundedInstrumentor
+    assert configurator.load() is BoundedConfigurator
+    assert BoundedInstrumentor().instrumentation_dependencies() == ()
