@@ -19,6 +19,8 @@ from otel_bounded.errors import ApprovalError
 spans = InMemorySpanExporter()
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(spans))
+# In memory here; ApprovalLedger.from_env() and OTEL_BOUNDED_APPROVAL_STORE=sqlite:///approvals.db
+# (or redis://...) keep approvals across restarts and share them between replicas.
 ledger = ApprovalLedger(tracer_provider=provider)
 
 
@@ -38,8 +40,11 @@ def attempt(description: str, call: Callable[[], object]) -> None:
         print(f" refused: {description}: {refused.reason_code}")
 
 
-# 1. The deploy agent asks for approval to deploy service-a, once, within 10 minutes of approval.
-deploy = ApprovalScope(policy="release", action="deploy", resource="service-a")
+# 1. The deploy agent asks for approval to deploy version 1.4.2 of service-a, once, within 10
+#    minutes of approval. The arguments bind it to that exact call (only their digest is kept).
+deploy = ApprovalScope(
+    policy="release", action="deploy", resource="service-a", arguments={"version": "1.4.2"}
+)
 grant = ledger.request(
     deploy, requested_by="deploy-agent", executor="deploy-agent", ttl_seconds=600
 )
@@ -64,8 +69,14 @@ show(
 
 # 4. Only the release agent may use it now, only for exactly this scope, only once.
 attempt("the first agent uses it", lambda: ledger.consume(token, deploy, "deploy-agent"))
-staging = ApprovalScope(policy="release", action="deploy", resource="service-b")
+staging = ApprovalScope(
+    policy="release", action="deploy", resource="service-b", arguments={"version": "1.4.2"}
+)
 attempt("another service", lambda: ledger.consume(token, staging, "release-agent"))
+other_version = ApprovalScope(
+    policy="release", action="deploy", resource="service-a", arguments={"version": "1.5.0"}
+)
+attempt("another version", lambda: ledger.consume(token, other_version, "release-agent"))
 show(ledger.verify(token, deploy, "release-agent"))
 show(ledger.consume(token, deploy, "release-agent"))
 attempt("a second use", lambda: ledger.consume(token, deploy, "release-agent"))

@@ -45,6 +45,7 @@ from otel_bounded.traces.compaction import (
     compact_spans,
     operation_totals,
 )
+from otel_bounded.traces.store import UnresolvedReason
 from otel_bounded.version import __version__
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "TraceNotFound",
     "TraceStore",
     "TraceStoreStats",
+    "UnresolvedReason",
     "__version__",
     "compact_spans",
     "get_trace_store",

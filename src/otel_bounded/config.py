@@ -305,6 +305,16 @@ REVOCATION_STORE = Variable(
     strict=True,
     redact=redact_url,
 )
+APPROVAL_STORE = Variable(
+    "OTEL_BOUNDED_APPROVAL_STORE",
+    "memory",
+    _store_url,
+    "memory | sqlite:///path | redis://host:port/db",
+    "Where ApprovalLedger.from_env() keeps approvals: this process, a SQLite file, or a Redis "
+    "shared by every replica.",
+    strict=True,
+    redact=redact_url,
+)
 
 VARIABLES: tuple[Variable, ...] = (
     TRACE_MAX_TRACES,
@@ -320,6 +330,7 @@ VARIABLES: tuple[Variable, ...] = (
     TOKEN_MAX_TTL_SECONDS,
     TOKEN_SWEEP_INTERVAL_SECONDS,
     REVOCATION_STORE,
+    APPROVAL_STORE,
 )
 
 

@@ -85,6 +85,8 @@ class ApprovalReason:
     INVALID_TRANSITION = "approval_invalid_transition"
     DELEGATION_NOT_ALLOWED = "approval_delegation_not_allowed"
     CAPACITY_EXCEEDED = "approval_capacity_exceeded"
+    TOO_MANY_PENDING = "approval_too_many_pending"
+    STORE_UNAVAILABLE = "approval_store_unavailable"
 
     ALL = frozenset(
         {
@@ -100,6 +102,8 @@ class ApprovalReason:
             INVALID_TRANSITION,
             DELEGATION_NOT_ALLOWED,
             CAPACITY_EXCEEDED,
+            TOO_MANY_PENDING,
+            STORE_UNAVAILABLE,
         }
     )
 

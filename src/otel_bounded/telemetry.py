@@ -70,6 +70,8 @@ APPROVAL_MAX_USES = "otel_bounded.approval.max_uses"
 APPROVAL_DELEGATED = "otel_bounded.approval.delegated_execution"
 APPROVAL_CHAIN_LENGTH = "otel_bounded.approval.delegation_chain.length"
 APPROVAL_REASON_CODE = "otel_bounded.approval.reason_code"
+APPROVAL_ARGUMENTS_DIGEST = "otel_bounded.approval.arguments_digest"
+APPROVAL_STORE_KIND = "otel_bounded.approval_store"
 
 # On the first-eviction and first-drop log records, beside the eviction or drop reason.
 CAP_NAME = "otel_bounded.cap.name"
@@ -86,6 +88,13 @@ COMPOSITE_STRATEGY = "otel_bounded.composite.strategy"
 COMPOSITE_NAMES = "otel_bounded.composite.names"
 COMPOSITE_COUNTS = "otel_bounded.composite.counts"
 COMPOSITE_DURATION_SUMS_NS = "otel_bounded.composite.duration_sums_ns"
+COMPOSITE_MINS_NS = "otel_bounded.composite.mins_ns"
+COMPOSITE_MAXES_NS = "otel_bounded.composite.maxes_ns"
+COMPOSITE_VARIED_KEYS = "otel_bounded.composite.varied_keys"
+COMPOSITE_VARIED_DISTINCT = "otel_bounded.composite.varied_distinct"
+COMPOSITE_VARIED_DISTINCT_EXACT = "otel_bounded.composite.varied_distinct_exact"
+COMPOSITE_VARIED_SAMPLES = "otel_bounded.composite.varied_samples"
+COMPACTION_UNRESOLVED_REASON = "otel_bounded.compaction.unresolved.reason"
 
 # -- metrics -----------------------------------------------------------------
 
@@ -96,6 +105,7 @@ TRACE_STORE_EVICTIONS = "otel_bounded.trace_store.evictions"
 TRACE_STORE_SPANS_DROPPED = "otel_bounded.trace_store.spans.dropped"
 TRACE_STORE_COMPACTIONS = "otel_bounded.trace_store.compactions"
 TRACE_STORE_SPANS_COMPACTED = "otel_bounded.trace_store.spans.compacted"
+TRACE_STORE_COMPACTION_UNRESOLVED = "otel_bounded.trace_store.compaction.unresolved"
 
 TOKEN_REVOCATIONS = "otel_bounded.token.revocations"
 TOKEN_REVOCATIONS_SWEPT = "otel_bounded.token.revocations.swept"
@@ -223,12 +233,17 @@ def _count(field: str, source: str = "stats") -> Callable[[Any, dict[str, str]],
 
 
 def _counts_by(
-    field: str, key: str, source: str = "stats"
+    field: str, key: str, source: str = "stats", every: Iterable[str] = ()
 ) -> Callable[[Any, dict[str, str]], Reading]:
-    """Read a mapping of counts, one point per label, the label under attribute `key`."""
+    """Read a mapping of counts, one point per label, the label under attribute `key`.
+
+    Every label in `every` is reported, from 0, before its first event: a
+    series that first appears at 1 hides that event from `increase()`.
+    """
+    zeros = dict.fromkeys(every, 0)
 
     def read(owner: Any, component: dict[str, str]) -> Reading:
-        counts: Mapping[str, int] = getattr(getattr(owner, source)(), field)
+        counts: Mapping[str, int] = {**zeros, **getattr(getattr(owner, source)(), field)}
         return [(count, {**component, key: label}) for label, count in counts.items()]
 
     return read
@@ -254,6 +269,8 @@ class TraceStoreCounts(Protocol):
     def compactions(self) -> int: ...
     @property
     def spans_compacted(self) -> int: ...
+    @property
+    def unresolved_by_reason(self) -> Mapping[str, int]: ...
 
 
 class HasTraceStoreCounts(Protocol):
@@ -288,13 +305,20 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
     )
     meter.create_observable_counter(
         TRACE_STORE_EVICTIONS,
-        callbacks=[_callback(owners, _counts_by("evictions_by_reason", EVICTION_REASON))],
+        callbacks=[
+            _callback(
+                owners,
+                _counts_by("evictions_by_reason", EVICTION_REASON, every=TraceEvictionReason.ALL),
+            )
+        ],
         unit="{trace}",
         description="Whole traces evicted, by reason: max_traces, max_spans or ttl.",
     )
     meter.create_observable_counter(
         TRACE_STORE_SPANS_DROPPED,
-        callbacks=[_callback(owners, _counts_by("drops_by_reason", DROP_REASON))],
+        callbacks=[
+            _callback(owners, _counts_by("drops_by_reason", DROP_REASON, every=DropReason.ALL))
+        ],
         unit="{span}",
         description="Spans not stored, by reason: max_spans_per_trace, max_spans or error.",
     )
@@ -310,6 +334,14 @@ def _create_trace_store_instruments(meter: metrics.Meter, owners: Owners) -> Non
         unit="{span}",
         description="Spans merged away into composite spans.",
     )
+    meter.create_observable_counter(
+        TRACE_STORE_COMPACTION_UNRESOLVED,
+        callbacks=[
+            _callback(owners, _counts_by("unresolved_by_reason", COMPACTION_UNRESOLVED_REASON))
+        ],
+        unit="{span}",
+        description="Merged-away span ids forgotten while their trace is held, by reason.",
+    )
 
 
 class TraceEvictionReason:
@@ -319,6 +351,8 @@ class TraceEvictionReason:
     MAX_SPANS = "max_spans"
     TTL = "ttl"
 
+    ALL = (MAX_TRACES, MAX_SPANS, TTL)
+
 
 class DropReason:
     """Values of ``otel_bounded.drop.reason`` on the dropped spans metric."""
@@ -326,6 +360,15 @@ class DropReason:
     MAX_SPANS_PER_TRACE = "max_spans_per_trace"
     MAX_SPANS = "max_spans"
     ERROR = "error"
+
+    ALL = (MAX_SPANS_PER_TRACE, MAX_SPANS, ERROR)
+
+
+class UnresolvedReason:
+    """Values of ``otel_bounded.compaction.unresolved.reason`` on the unresolved ids metric."""
+
+    MAX_REMEMBERED_IDS = "max_remembered_ids"
+    """The store's budget of remembered merged-away span ids was full."""
 
 
 class ApprovalEvictionReason:
@@ -396,7 +439,14 @@ def _create_token_instruments(meter: metrics.Meter, owners: Owners) -> None:
     )
     meter.create_observable_counter(
         TOKEN_VERIFICATIONS,
-        callbacks=[_callback(owners, _counts_by("verifications", OUTCOME, "telemetry_counts"))],
+        callbacks=[
+            _callback(
+                owners,
+                _counts_by(
+                    "verifications", OUTCOME, "telemetry_counts", every=VerificationOutcome.ALL
+                ),
+            )
+        ],
         unit="{verification}",
         description="Token verifications, by outcome.",
     )
@@ -409,7 +459,10 @@ class ApprovalCounts:
     live: int
     terminal: int
     decisions: Mapping[tuple[str, str], int]
-    """Keyed by (outcome, reason code); the reason code is "" for an allowed decision."""
+    """Keyed by (outcome, reason code); the reason code is "" for an allowed decision.
+
+    Every pair is present from the start, at 0, so each series exists before its first event.
+    """
     evictions: Mapping[str, int]
     """Ended grants evicted, by reason: ``retention`` or ``max_terminal`` (both always present)."""
 
@@ -426,6 +479,7 @@ def register_approval_instruments(
 
 
 def _read_decisions(ledger: Any, component: dict[str, str]) -> Reading:
+    # The ledger reports every (outcome, reason code) pair, from 0.
     decisions: Mapping[tuple[str, str], int] = ledger.telemetry_counts().decisions
     return [
         (count, {**component, OUTCOME: outcome, APPROVAL_REASON_CODE: reason})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -145,3 +148,85 @@ def test_a_forked_child_keeps_counting_evictions_by_reason(clock: FakeClock) -> 
         child_evictions = pipe.read()
     os.waitpid(pid, 0)
     assert child_evictions == repr([("max_terminal", 1), ("retention", 1)])
+
+
+# -- processes sharing one store -----------------------------------------------
+
+PROCESSES = 4
+GRANTS_PER_RACE = 40
+ATTEMPTS_PER_GRANT = 3
+
+
+def _race_in_child(
+    ledger: ApprovalLedger, tokens: list[str], seed: int, start: Any, results: Any
+) -> None:
+    # Each child walks the grants in its own order, so every pair of processes
+    # meets on some grant at the same moment.
+    order = random.Random(seed).sample(tokens, len(tokens))
+    wins: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    start.wait()
+    for token in order:
+        for _ in range(ATTEMPTS_PER_GRANT):
+            try:
+                ledger.consume(token, DEPLOY, "deploy-agent")
+                wins[token] += 1
+                outcomes["ok"] += 1
+            except ApprovalError as error:
+                outcomes[error.reason_code] += 1
+    results.put((dict(wins), dict(outcomes)))
+
+
+@pytest.mark.servers
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_processes_racing_on_one_store_consume_exactly_max_uses(shared_store_url: str) -> None:
+    context = multiprocessing.get_context("fork")
+    ledger = ApprovalLedger(store=shared_store_url)
+    rng = random.Random(11)
+    max_uses = {}
+    for _ in range(GRANTS_PER_RACE):
+        uses = rng.randint(1, ATTEMPTS_PER_GRANT * PROCESSES - 1)
+        max_uses[granted(ledger, max_uses=uses)] = uses
+    tokens = list(max_uses)
+    start = context.Barrier(PROCESSES)
+    results = context.Queue()
+    # Each child uses the ledger it inherited: its store reconnects after the fork.
+    children = [
+        context.Process(target=_race_in_child, args=(ledger, tokens, seed, start, results))
+        for seed in range(PROCESSES)
+    ]
+    for child in children:
+        child.start()
+    reports = [results.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    results.close()
+    results.join_thread()
+    wins: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for child_wins, child_outcomes in reports:
+        wins.update(child_wins)
+        outcomes.update(child_outcomes)
+    # The model: every grant is used exactly max_uses times, whoever raced for it.
+    assert dict(wins) == max_uses
+    attempts = GRANTS_PER_RACE * ATTEMPTS_PER_GRANT * PROCESSES
+    assert outcomes == {
+        "ok": sum(max_uses.values()),
+        ApprovalReason.ALREADY_CONSUMED: attempts - sum(max_uses.values()),
+    }
+    for token in tokens:
+        with pytest.raises(ApprovalError, match=ApprovalReason.ALREADY_CONSUMED):
+            ledger.verify(token, DEPLOY, "deploy-agent")
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("max_uses", [1, 5])
+def test_32_threads_racing_on_a_shared_store_get_exactly_max_uses(
+    shared_store_url: str, max_uses: int
+) -> None:
+    ledger = ApprovalLedger(store=shared_store_url)
+    token = granted(ledger, max_uses=max_uses)
+    results = race([lambda: ledger.consume(token, DEPLOY, "deploy-agent")] * THREADS)
+    assert results == {"ok": max_uses, ApprovalReason.ALREADY_CONSUMED: THREADS - max_uses}
+    ledger.close()

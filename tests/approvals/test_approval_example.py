@@ -23,4 +23,5 @@ def test_the_example_runs_and_shows_each_decision() -> None:
     ):
         assert f"reason={refusal}" in output
     assert "alice@example.com (approved) -> deploy-agent (executor) -> release-agent" in output
-    assert output.count("otel_bounded.approval.") == 9
+    assert "refused: another version: approval_scope_mismatch" in output
+    assert output.count("otel_bounded.approval.") == 10

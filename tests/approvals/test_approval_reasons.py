@@ -9,6 +9,7 @@ import pytest
 from otel_bounded.approvals import ApprovalLedger, ApprovalScope
 from otel_bounded.errors import ApprovalError, ApprovalReason
 from tests.approvals.helpers import DEPLOY, granted
+from tests.servers import free_port
 from tests.support import FakeClock
 
 TESTED: dict[str, Callable[..., None]] = {}
@@ -149,6 +150,35 @@ def test_a_request_past_max_live_is_approval_capacity_exceeded(clock: FakeClock)
     )
     assert error.reason_code == ApprovalReason.CAPACITY_EXCEEDED
     assert "max_live" in str(error)
+
+
+@covers(ApprovalReason.TOO_MANY_PENDING)
+def test_a_requesters_excess_pending_request_is_approval_too_many_pending(
+    clock: FakeClock,
+) -> None:
+    ledger = ApprovalLedger(clock=clock, max_pending_per_requester=2)
+    for _ in range(2):
+        ledger.request(DEPLOY, requested_by="deploy-agent", executor="runner", ttl_seconds=60)
+    error = refusal(
+        lambda: ledger.request(
+            DEPLOY, requested_by="Deploy-Agent", executor="runner", ttl_seconds=60
+        )
+    )
+    assert error.reason_code == ApprovalReason.TOO_MANY_PENDING
+    assert "max_pending_per_requester" in str(error)
+    # Another requester is not held back by this one.
+    ledger.request(DEPLOY, requested_by="other-agent", executor="runner", ttl_seconds=60)
+
+
+@covers(ApprovalReason.STORE_UNAVAILABLE)
+def test_a_store_that_cannot_be_reached_is_approval_store_unavailable(clock: FakeClock) -> None:
+    pytest.importorskip("redis")
+    ledger = ApprovalLedger(clock=clock, store=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    error = refusal(
+        lambda: ledger.request(DEPLOY, requested_by="agent", executor="agent", ttl_seconds=60)
+    )
+    assert error.reason_code == ApprovalReason.STORE_UNAVAILABLE
+    assert "hunter2" not in str(error)
 
 
 def test_every_reason_code_has_its_own_test() -> None:

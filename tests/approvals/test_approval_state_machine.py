@@ -7,10 +7,13 @@ executor ever uses one.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import redis
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -20,6 +23,7 @@ from hypothesis.stateful import (
     multiple,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from otel_bounded.approvals import ApprovalAudit, ApprovalLedger, ApprovalScope, ApprovalStatus
@@ -305,3 +309,72 @@ class ApprovalMachine(RuleBasedStateMachine):
 
 ApprovalMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 test_approval_state_machine = ApprovalMachine.TestCase
+
+
+class SharedStoreMachine(ApprovalMachine):
+    """The same model, on a store two replicas share, each with its own clock, with restarts.
+
+    Whichever replica acts, however far apart their clocks (each steps
+    forward and back on its own), and however often a ledger is closed and
+    opened anew on the same store, the outcomes are the model's: nothing a
+    restart loses, nothing one replica decides that the other does not see,
+    no terminal state left because another replica's clock is behind.
+    """
+
+    url = ""  # set by the test that runs this machine
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger.close()
+        self.clocks = [self.clock, FakeClock(self.clock.now + 7)]
+        self.replicas = [self.open_replica(0), self.open_replica(1)]
+        self.ledger = self.replicas[0]
+
+    def open_replica(self, which: int) -> ApprovalLedger:
+        return ApprovalLedger(
+            clock=self.clocks[which],
+            max_live=MAX_LIVE,
+            max_terminal=6,
+            retention_seconds=40,
+            request_ttl_seconds=REQUEST_TTL,
+            max_delegation_depth=MAX_DEPTH,
+            store=self.url,
+        )
+
+    @rule(which=st.integers(0, 1))
+    def switch_replica(self, which: int) -> None:
+        self.ledger, self.clock = self.replicas[which], self.clocks[which]
+        # The invariant's collection sweeps with this replica's clock.
+        self.move_clock(0)
+
+    @rule(which=st.integers(0, 1))
+    def restart_replica(self, which: int) -> None:
+        self.replicas[which].close()
+        self.replicas[which] = self.open_replica(which)
+        self.switch_replica(which)
+
+    def teardown(self) -> None:
+        for replica in self.replicas:
+            replica.close()
+
+
+@pytest.mark.servers
+def test_the_model_holds_on_a_shared_store_across_replicas_and_restarts(
+    shared_store_url: str, tmp_path: Path
+) -> None:
+    counter = itertools.count()
+
+    def machine() -> SharedStoreMachine:
+        # A fresh store for every example: a new file, or an emptied database.
+        if shared_store_url.startswith("sqlite"):
+            SharedStoreMachine.url = f"sqlite:///{tmp_path / f'example-{next(counter)}.db'}"
+        else:
+            client = redis.Redis.from_url(shared_store_url)
+            client.flushdb()
+            client.close()
+            SharedStoreMachine.url = shared_store_url
+        return SharedStoreMachine()
+
+    run_state_machine_as_test(
+        machine, settings=settings(max_examples=25, stateful_step_count=30, deadline=None)
+    )

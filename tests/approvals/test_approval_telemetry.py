@@ -81,6 +81,7 @@ def test_an_allowed_consume_span_carries_scope_actors_and_outcome(
         telemetry.APPROVAL_DELEGATED: False,
         telemetry.APPROVAL_CHAIN_LENGTH: 2,
         telemetry.OUTCOME: "allowed",
+        telemetry.APPROVAL_STORE_KIND: "memory",
     }
     assert span.status.status_code is StatusCode.UNSET
 
@@ -157,11 +158,11 @@ def test_decisions_are_counted_by_outcome_and_reason_code(
         (attributes[telemetry.OUTCOME], attributes[telemetry.APPROVAL_REASON_CODE]): value
         for attributes, value in otel.points(telemetry.APPROVAL_DECISIONS)
     }
-    assert counts == {
-        ("allowed", ""): 3,
-        ("refused", ApprovalReason.UNAUTHORIZED_DELEGATE): 2,
-        ("refused", ApprovalReason.ALREADY_CONSUMED): 1,
-    }
+    # Every (outcome, reason code) pair is reported, from 0, so increase() sees a first event.
+    expected = {("allowed", ""): 3} | {("refused", code): 0 for code in ApprovalReason.ALL}
+    expected[("refused", ApprovalReason.UNAUTHORIZED_DELEGATE)] = 2
+    expected[("refused", ApprovalReason.ALREADY_CONSUMED)] = 1
+    assert counts == expected
 
 
 def test_invalid_arguments_are_not_decisions(ledger: ApprovalLedger, otel: Telemetry) -> None:
@@ -172,7 +173,8 @@ def test_invalid_arguments_are_not_decisions(ledger: ApprovalLedger, otel: Telem
         "request",
         "approve",
     ]
-    assert ledger.telemetry_counts().decisions == {("allowed", ""): 2}
+    decisions = ledger.telemetry_counts().decisions
+    assert {pair: count for pair, count in decisions.items() if count} == {("allowed", ""): 2}
 
 
 def test_grant_and_eviction_metrics_follow_the_ledger(clock: FakeClock, otel: Telemetry) -> None:
@@ -311,7 +313,7 @@ def test_the_ledger_keeps_no_raw_token_in_memory(ledger: ApprovalLedger) -> None
 
 
 def test_tokens_are_unique_and_long_even_at_one_clock_instant(clock: FakeClock) -> None:
-    ledger = ApprovalLedger(clock=clock)
+    ledger = ApprovalLedger(clock=clock, max_pending_per_requester=2_000)
     grants = [
         ledger.request(DEPLOY, requested_by="agent", executor="agent", ttl_seconds=60)
         for _ in range(2_000)

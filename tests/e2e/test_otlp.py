@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_bounded import ApprovalError, ApprovalLedger, ApprovalScope, TokenError, TraceStore
 from otel_bounded import telemetry as names
+from otel_bounded.errors import ApprovalReason
 from otel_bounded.tokens import HMACTokenProvider, SweepTrigger
 from tests.e2e.otlp_receiver import (
     OTLPReceiver,
@@ -319,12 +320,12 @@ def test_approval_decision_spans_arrive_with_reason_codes_on_refusals(pipeline: 
         (p.attributes[names.OUTCOME], p.attributes[names.APPROVAL_REASON_CODE]): p.value
         for p in decisions
     }
-    assert counted == {
-        ("allowed", ""): 3,  # request, approve, consume
-        ("refused", "approval_scope_mismatch"): 1,
-        ("refused", "approval_unauthorized_delegate"): 1,
-        ("refused", "approval_already_consumed"): 1,
-    }
+    # Every (outcome, reason code) series is exported from 0, not only those seen.
+    expected = {("allowed", ""): 3} | {("refused", code): 0 for code in ApprovalReason.ALL}
+    expected[("refused", "approval_scope_mismatch")] = 1
+    expected[("refused", "approval_unauthorized_delegate")] = 1
+    expected[("refused", "approval_already_consumed")] = 1
+    assert counted == expected
 
 
 # -- secrets -----------------------------------------------------------------

@@ -36,7 +36,13 @@ from opentelemetry.trace import Tracer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from otel_bounded import ApprovalError, ApprovalLedger, ApprovalScope, TraceStore, telemetry
-from otel_bounded.errors import TokenExpired, TokenInvalid, TokenRevoked, TokenScopeError
+from otel_bounded.errors import (
+    ApprovalReason,
+    TokenExpired,
+    TokenInvalid,
+    TokenRevoked,
+    TokenScopeError,
+)
 from otel_bounded.tokens import CapabilityToken, HMACTokenProvider
 from tests.servers import LOOPBACK, RunningServer, ServerSpec, launch
 from tests.support import FakeClock
@@ -530,7 +536,10 @@ def test_approval_decisions_reach_prometheus_by_outcome_and_reason_code(
     refusals = {reason for outcome, reason in app.decisions if outcome == "refused"}
     assert len(refusals) == 5, "the scenario covers five reason codes"
     # Prometheus drops empty labels: an allowed decision has no reason code label.
-    assert decisions == {key: float(count) for key, count in app.decisions.items()}
+    # Every (outcome, reason code) series exists from 0, not only those the scenario hit.
+    expected = {("allowed", ""): 0.0} | {("refused", code): 0.0 for code in ApprovalReason.ALL}
+    expected.update({key: float(count) for key, count in app.decisions.items()})
+    assert decisions == expected
     assert grants == {"live": app.grants_live, "terminal": app.grants_terminal}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -18,11 +19,19 @@ from otel_bounded.telemetry import (
     COMPOSITE_DURATION_SUM_NS,
     COMPOSITE_DURATION_SUMS_NS,
     COMPOSITE_MAX_NS,
+    COMPOSITE_MAXES_NS,
     COMPOSITE_MIN_NS,
+    COMPOSITE_MINS_NS,
     COMPOSITE_NAMES,
     COMPOSITE_STRATEGY,
+    COMPOSITE_VARIED_DISTINCT,
+    COMPOSITE_VARIED_DISTINCT_EXACT,
+    COMPOSITE_VARIED_KEYS,
+    COMPOSITE_VARIED_SAMPLES,
 )
 from otel_bounded.traces.compaction import (
+    COMPOSITE_MARKS,
+    DEFAULT_IDENTITY_KEYS,
     DEFAULT_SAME_KIND_KEYS,
     EXACT_MATCH,
     SAME_KIND,
@@ -63,7 +72,7 @@ def attributes(span: ReadableSpan) -> dict[str, Any]:
 def test_a_run_of_identical_fast_calls_becomes_one_composite_with_exact_statistics() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index, duration in enumerate((2, 1, 4, 3)):
+    for index, duration in enumerate((5, 2, 1, 4, 3, 7)):
         builder.span(
             "SELECT",
             root,
@@ -73,41 +82,50 @@ def test_a_run_of_identical_fast_calls_becomes_one_composite_with_exact_statisti
             attributes={"db.system": "postgresql", "row": index},
         )
     spans = builder.finish()
-    first = spans[0]
+    first_member = spans[1]
 
     kept = compact_spans(spans)
 
-    assert len(kept) == 2
-    composite = by_name(kept)["SELECT"]
+    # The first and the last call stay as they are; the four between become one.
+    assert kept[0] is spans[0]
+    assert kept[2] is spans[5]
+    composite = kept[1]
+    assert len(kept) == 4
     assert attributes(composite) == {
         "db.system": "postgresql",
-        "row": 0,
         COMPOSITE_COUNT: 4,
         COMPOSITE_DURATION_SUM_NS: 10 * MS,
         COMPOSITE_MIN_NS: 1 * MS,
         COMPOSITE_MAX_NS: 4 * MS,
         COMPOSITE_STRATEGY: EXACT_MATCH,
+        # The row differed in every member: said, never shown as the first member's.
+        COMPOSITE_VARIED_KEYS: ("row",),
+        COMPOSITE_VARIED_DISTINCT: (4,),
+        COMPOSITE_VARIED_DISTINCT_EXACT: (True,),
+        COMPOSITE_VARIED_SAMPLES: ("[1,2,3,4]",),
     }
-    assert composite.context.span_id == first.context.span_id
-    assert composite.parent == first.parent
+    assert composite.context.span_id == first_member.context.span_id
+    assert composite.parent == first_member.parent
     assert composite.kind is SpanKind.CLIENT
-    assert composite.start_time == T0 + 10 * MS
-    assert composite.end_time == T0 + 43 * MS
-    assert composite.resource == first.resource
-    assert composite.instrumentation_scope == first.instrumentation_scope
+    assert composite.start_time == T0 + 20 * MS
+    assert composite.end_time == T0 + 53 * MS
+    assert composite.resource == first_member.resource
+    assert composite.instrumentation_scope == first_member.instrumentation_scope
 
 
 def test_a_composite_ends_at_the_latest_end_of_its_members_not_the_last_started() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    builder.span("fetch", root, start_ms=1, duration_ms=30)  # overlaps the next one
-    builder.span("fetch", root, start_ms=2, duration_ms=5)
+    builder.span("fetch", root, start_ms=1, duration_ms=1)
+    builder.span("fetch", root, start_ms=2, duration_ms=30)  # overlaps the next one
+    builder.span("fetch", root, start_ms=3, duration_ms=5)
+    builder.span("fetch", root, start_ms=40, duration_ms=1)
     spans = builder.finish()
 
-    (composite,) = [span for span in compact_spans(spans) if span.name == "fetch"]
+    (composite,) = [span for span in compact_spans(spans) if is_composite(span)]
 
-    assert composite.start_time == T0 + 1 * MS
-    assert composite.end_time == T0 + 31 * MS
+    assert composite.start_time == T0 + 2 * MS
+    assert composite.end_time == T0 + 32 * MS
 
 
 def test_siblings_are_ordered_by_start_time_not_by_the_order_they_ended() -> None:
@@ -126,7 +144,7 @@ def test_siblings_are_ordered_by_start_time_not_by_the_order_they_ended() -> Non
 
 
 def test_a_run_shorter_than_min_run_is_kept_as_it_is() -> None:
-    spans = calls(3)
+    spans = calls(5)  # three between the first and the last
 
     kept = compact_spans(spans, CompactionPolicy(min_run=4))
 
@@ -134,127 +152,170 @@ def test_a_run_shorter_than_min_run_is_kept_as_it_is() -> None:
 
 
 def test_a_run_reaching_min_run_is_merged() -> None:
-    kept = compact_spans(calls(4), CompactionPolicy(min_run=4))
+    kept = compact_spans(calls(6), CompactionPolicy(min_run=4))
 
     assert [composite_count(span) for span in kept if is_composite(span)] == [4]
 
 
 def test_a_span_exactly_at_the_threshold_merges_and_one_nanosecond_longer_does_not() -> None:
-    at_limit = calls(3, duration_ms=50)
-    over_limit = calls(3, duration_ms=50.000001)
+    at_limit = calls(4, duration_ms=50)
+    over_limit = calls(4, duration_ms=50.000001)
 
-    assert len(compact_spans(at_limit)) == 2
+    assert len(compact_spans(at_limit)) == 4
     assert compact_spans(over_limit) == over_limit
 
 
 def test_a_slow_call_splits_a_run_in_two() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index, duration in enumerate((1, 1, 80, 1, 1)):
+    for index, duration in enumerate((1, 1, 1, 80, 1, 1, 1)):
         builder.span("SELECT", root, start_ms=100 * index + 1, duration_ms=duration)
     spans = builder.finish()
 
     kept = compact_spans(spans)
 
-    assert [composite_count(s) if is_composite(s) else 1 for s in kept] == [2, 1, 2, 1]
+    assert [composite_count(s) if is_composite(s) else 1 for s in kept] == [1, 2, 1, 2, 1, 1]
+
+
+def test_the_first_and_the_last_occurrence_of_an_operation_stay_as_they_are() -> None:
+    spans = calls(3, attributes={"db.system": "postgresql"})
+
+    assert compact_spans(spans) == spans
+    kept = compact_spans(calls(4, attributes={"db.system": "postgresql"}))
+    assert [composite_count(s) if is_composite(s) else 1 for s in kept] == [1, 2, 1, 1]
 
 
 def test_the_same_keys_set_in_another_order_still_match() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    builder.span("SELECT", root, start_ms=1, attributes={"db.system": "postgresql", "row": 1})
-    builder.span("SELECT", root, start_ms=3, attributes={"row": 2, "db.system": "postgresql"})
+    builder.span("SELECT", root, start_ms=1, attributes={"db.system": "postgresql", "row": 0})
+    builder.span("SELECT", root, start_ms=3, attributes={"db.system": "postgresql", "row": 1})
+    builder.span("SELECT", root, start_ms=5, attributes={"row": 2, "db.system": "postgresql"})
+    builder.span("SELECT", root, start_ms=7, attributes={"db.system": "postgresql", "row": 3})
 
     kept = compact_spans(builder.finish())
 
     assert [composite_count(span) for span in kept if is_composite(span)] == [2]
 
 
-def test_a_composite_keeps_the_first_members_status() -> None:
+def test_members_share_their_status_code_ok_and_unset_never_merge() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    builder.span("SELECT", root, start_ms=1)
-    builder.span("SELECT", root, start_ms=3, status=Status(StatusCode.OK))
-
-    composite = by_name(compact_spans(builder.finish()))["SELECT"]
-
-    assert composite.status.status_code is StatusCode.UNSET
-
-
-def test_kept_records_stay_in_input_order_with_each_composite_where_its_first_member_was() -> None:
-    builder = TraceBuilder()
-    root = builder.span("root", duration_ms=1_000)
-    builder.span("late", root, start_ms=1, duration_ms=500)
-    builder.span("SELECT", root, start_ms=2)
-    builder.span("SELECT", root, start_ms=4)
-    builder.span("other", root, start_ms=6)
+    ok = Status(StatusCode.OK)
+    for index, status in enumerate((None, None, None, ok, ok, None)):
+        builder.span("SELECT", root, start_ms=2 * index + 1, status=status)
     spans = builder.finish()
-    assert [span.name for span in spans] == ["SELECT", "SELECT", "other", "late", "root"]
+
+    kept = compact_spans(spans)
+
+    composites = [span for span in kept if is_composite(span)]
+    assert [(s.status.status_code, composite_count(s)) for s in composites] == [
+        (StatusCode.UNSET, 2),
+        (StatusCode.OK, 2),
+    ]
+
+
+def test_kept_records_stay_in_input_order_with_each_composite_where_its_last_member_was() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    builder.span("late", root, start_ms=0.5, duration_ms=500)
+    builder.span("other", root, start_ms=1, duration_ms=4.5)  # ends between two members
+    for start in (2, 4, 6, 8):
+        builder.span("SELECT", root, start_ms=start)
+    spans = builder.finish()
+    names = ["SELECT", "SELECT", "other", "SELECT", "SELECT", "late", "root"]
+    assert [span.name for span in spans] == names
 
     result = compact_records(records_of(spans), CompactionPolicy())
 
-    assert [record[5] for record in result.records] == ["SELECT", "other", "late", "root"]
+    assert [record[5] for record in result.records] == [
+        "SELECT",
+        "other",
+        "SELECT",
+        "SELECT",
+        "late",
+        "root",
+    ]
+    assert result.records[2][4] & COMPOSITE_MARKS
 
 
 # -- absorbing into composites of an earlier pass ----------------------------------
 
 
 def test_an_earlier_composite_absorbs_new_members_judged_by_their_durations() -> None:
-    # Ten 40 ms calls: the composite spans over 400 ms, each member took 40 ms.
-    records = records_of(calls(11, duration_ms=40))
+    # Ten 40 ms calls: the composite spans over 300 ms, each member took 40 ms.
+    records = records_of(calls(11, duration_ms=40, attributes={"db.system": "postgresql"}))
     root, calls_ = records[-1], records[:-1]
     first = compact_records(calls_[:10], CompactionPolicy())
-    (composite,) = first.records
+    (_, composite, _) = first.records
     start, end = composite[2], composite[3]
     assert start is not None
     assert end is not None
-    assert end - start > 400 * MS
+    assert end - start > 300 * MS
 
     second = compact_records([*first.records, *calls_[10:], root], CompactionPolicy())
 
-    (absorbed, kept_root) = second.records
+    # The old last call is no longer the last: it joins the composite.
+    (_, absorbed, newest, kept_root) = second.records
     assert kept_root is root
+    assert newest is calls_[10]
     values = dict(zip(absorbed[6], absorbed[7], strict=True))
-    assert values[COMPOSITE_COUNT] == 11
-    assert values[COMPOSITE_DURATION_SUM_NS] == 11 * 40 * MS
+    assert values[COMPOSITE_COUNT] == 9
+    assert values[COMPOSITE_DURATION_SUM_NS] == 9 * 40 * MS
     assert values[COMPOSITE_MAX_NS] == 40 * MS
-    assert second.merged == {calls_[10][0]: composite[0]}
+    assert second.merged == {calls_[9][0]: composite[0]}
 
 
 def test_an_earlier_composite_does_not_absorb_a_member_over_the_threshold() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index, duration in enumerate((1, 1, 60)):
+    for index, duration in enumerate((1, 1, 1, 60, 1)):
         builder.span("SELECT", root, start_ms=100 * index + 1, duration_ms=duration)
     records = records_of(builder.finish())
-    first = compact_records(records[:2], CompactionPolicy())
+    first = compact_records(records[:4], CompactionPolicy())
+    assert first.merged == {records[2][0]: records[1][0]}
 
-    second = compact_records([*first.records, *records[2:]], CompactionPolicy())
+    second = compact_records([*first.records, *records[4:]], CompactionPolicy())
 
     assert second.merged == {}
-    assert second.records[1:] == records[2:]
+    assert second.records[2:] == records[3:]
 
 
-def test_absorbing_with_a_tighter_same_kind_threshold_may_split_differently_but_keeps_totals() -> (
+def test_a_composite_whose_sample_was_truncated_absorbs_no_unseen_value() -> None:
+    # Twelve calls, a row id each: ten merge, their distinct rows counted exactly (10),
+    # eight shown. A later row may or may not be among the two not shown, so it is
+    # not absorbed: the count would stop being exact.
+    records = records_of(calls(13))
+    root, calls_ = records[-1], records[:-1]
+    first = compact_records(calls_[:12], CompactionPolicy())
+    (_, composite, _) = first.records
+    values = dict(zip(composite[6], composite[7], strict=True))
+    assert values[COMPOSITE_VARIED_DISTINCT] == (10,)
+    assert len(json.loads(values[COMPOSITE_VARIED_SAMPLES][0])) == 8
+
+    second = compact_records([*first.records, calls_[12], root], CompactionPolicy())
+
+    assert composite[0] not in second.merged.values()
+    assert composite in second.records
+
+
+def test_under_pressure_a_truncated_composite_absorbs_with_a_count_flagged_as_a_lower_bound() -> (
     None
 ):
-    # Same kind merges only spans up to 5 ms, exact match up to 50 ms. Seen whole,
-    # the two SELECTs match exactly first; seen in two passes, the first SELECT
-    # is already inside a same-kind composite the 20 ms SELECT cannot join.
-    builder = TraceBuilder()
-    root = builder.span("root", duration_ms=1_000)
-    builder.span("GET", root, start_ms=1, attributes={"db.system": "redis"})
-    builder.span("SELECT", root, start_ms=3, attributes={"db.system": "redis"})
-    builder.span("SELECT", root, start_ms=5, duration_ms=20, attributes={"db.system": "redis"})
-    spans = builder.finish()
-    policy = CompactionPolicy(same_kind_max_duration_ms=5)
+    records = records_of(calls(13))
+    root, calls_ = records[-1], records[:-1]
+    first = compact_records(calls_[:12], CompactionPolicy())
 
-    together = compact_spans(spans, policy)
-    in_two = compact_spans([*compact_spans(spans[:2], policy), *spans[2:]], policy)
+    second = compact_records(
+        [*first.records, calls_[12], root], CompactionPolicy(), exact_counts=False
+    )
 
-    assert [span.name for span in together] == ["GET", "SELECT", "root"]
-    assert [span.name for span in in_two] == ["db.system=redis", "SELECT", "root"]
-    assert operation_totals(together) == operation_totals(in_two) == operation_totals(spans)
+    (_, absorbed, _, _) = second.records
+    values = dict(zip(absorbed[6], absorbed[7], strict=True))
+    assert values[COMPOSITE_COUNT] == 11
+    # 11 distinct rows in truth; what is known: at least 10, at most 11 (the count).
+    assert values[COMPOSITE_VARIED_DISTINCT] == (10,)
+    assert values[COMPOSITE_VARIED_DISTINCT_EXACT] == (False,)
 
 
 # -- same kind -------------------------------------------------------------------
@@ -271,73 +332,95 @@ def test_same_kind_merging_is_off_by_default() -> None:
     assert compact_spans(spans) == spans
 
 
-def test_same_kind_siblings_merge_with_exact_per_name_counts_and_duration_sums() -> None:
+def test_same_kind_siblings_merge_with_exact_per_name_counts_sums_minimums_and_maximums() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    steps = (("SELECT", 1), ("SELECT", 2), ("INSERT", 4), ("SELECT", 8), ("UPDATE", 16))
-    for index, (name, duration) in enumerate(steps):
+    steps = (("GET", 1), ("SET", 2), ("GET", 3), ("SET", 4), ("GET", 5), ("SET", 6))
+    for index, (name, duration) in enumerate((*steps, ("GET", 7), ("SET", 8))):
         builder.span(
             name,
             root,
             start_ms=20 * index + 1,
             duration_ms=duration,
             kind=SpanKind.CLIENT,
-            attributes={"db.system": "postgresql", "server.address": "db1", "row": index},
+            attributes={"db.system": "redis", "server.address": "cache1", "row": index},
         )
     spans = builder.finish()
 
     kept = compact_spans(spans, SAME_KIND_ON)
 
-    composite = by_name(kept)["db.system=postgresql"]
+    composite = by_name([s for s in kept if is_composite(s)])["db.system=redis"]
     assert attributes(composite) == {
-        "db.system": "postgresql",
-        "server.address": "db1",
-        COMPOSITE_COUNT: 5,
-        COMPOSITE_DURATION_SUM_NS: 31 * MS,
-        COMPOSITE_MIN_NS: 1 * MS,
-        COMPOSITE_MAX_NS: 16 * MS,
+        "db.system": "redis",
+        "server.address": "cache1",
+        COMPOSITE_COUNT: 4,
+        COMPOSITE_DURATION_SUM_NS: 18 * MS,
+        COMPOSITE_MIN_NS: 3 * MS,
+        COMPOSITE_MAX_NS: 6 * MS,
         COMPOSITE_STRATEGY: SAME_KIND,
-        COMPOSITE_NAMES: ("SELECT", "INSERT", "UPDATE"),
-        COMPOSITE_COUNTS: (3, 1, 1),
-        COMPOSITE_DURATION_SUMS_NS: (11 * MS, 4 * MS, 16 * MS),
+        COMPOSITE_VARIED_KEYS: ("row",),
+        COMPOSITE_VARIED_DISTINCT: (4,),
+        COMPOSITE_VARIED_DISTINCT_EXACT: (True,),
+        COMPOSITE_VARIED_SAMPLES: ("[2,3,4,5]",),
+        COMPOSITE_NAMES: ("GET", "SET"),
+        COMPOSITE_COUNTS: (2, 2),
+        COMPOSITE_DURATION_SUMS_NS: (8 * MS, 10 * MS),
+        COMPOSITE_MINS_NS: (3 * MS, 4 * MS),
+        COMPOSITE_MAXES_NS: (5 * MS, 6 * MS),
     }
     assert composite.kind is SpanKind.CLIENT
-    assert composite.context.span_id == spans[0].context.span_id
+    assert composite.context.span_id == spans[2].context.span_id
     assert operation_totals(kept) == operation_totals(spans)
 
 
-def test_a_same_kind_composite_keeps_only_the_key_attributes_every_member_shares() -> None:
+def _alternating(attributes_of: Any, names: tuple[str, str] = ("a", "b")) -> list[ReadableSpan]:
+    """a, b, a, b, a, b: the middle a and b are neither first nor last of their name."""
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index, address in enumerate(("db1", "db2")):
+    for index in range(6):
         builder.span(
-            f"q{index}",
-            root,
-            start_ms=2 * index + 1,
-            attributes={"db.system": "mysql", "server.address": address, "secret.row": index},
+            names[index % 2], root, start_ms=2 * index + 1, attributes=attributes_of(index)
         )
+    return builder.finish()
 
-    composite = by_name(compact_spans(builder.finish(), SAME_KIND_ON))["db.system=mysql"]
 
-    assert {
-        key: value for key, value in attributes(composite).items() if "composite" not in key
-    } == {"db.system": "mysql"}
+def test_a_same_kind_composite_shows_what_every_member_shares_and_declares_what_varied() -> None:
+    spans = _alternating(
+        lambda index: (
+            {"db.system": "mysql", "shared": "x", "secret.row": index}
+            | ({"only.some": True} if index == 2 else {})
+        )
+    )
+
+    (composite,) = [s for s in compact_spans(spans, SAME_KIND_ON) if is_composite(s)]
+
+    shown = attributes(composite)
+    assert {k: v for k, v in shown.items() if "composite" not in k} == {
+        "db.system": "mysql",
+        "shared": "x",
+    }
+    assert shown[COMPOSITE_VARIED_KEYS] == ("secret.row", "only.some")
+    assert shown[COMPOSITE_VARIED_DISTINCT] == (2, 2)
+    assert shown[COMPOSITE_VARIED_DISTINCT_EXACT] == (True, True)
+    # A member lacking a key is one more value, shown as null.
+    assert shown[COMPOSITE_VARIED_SAMPLES] == ("[2,3]", "[true,null]")
+
+
+def test_same_kind_never_merges_spans_differing_in_an_identity_key() -> None:
+    spans = _alternating(lambda index: {"db.system": "mysql", "server.address": f"db{index % 4}"})
+
+    assert compact_spans(spans, SAME_KIND_ON) == spans
 
 
 def test_same_kind_groups_by_the_first_key_attribute_present() -> None:
-    builder = TraceBuilder()
-    root = builder.span("root", duration_ms=1_000)
-    builder.span("a", root, start_ms=1, attributes={"server.address": "api", "rpc.system": "grpc"})
-    builder.span("b", root, start_ms=3, attributes={"rpc.system": "grpc", "server.address": "x"})
-    builder.span("c", root, start_ms=5, attributes={"server.address": "api"})
-    spans = builder.finish()
+    spans = _alternating(lambda index: {"server.address": "api", "rpc.system": "grpc"})
     assert DEFAULT_SAME_KIND_KEYS.index("rpc.system") < DEFAULT_SAME_KIND_KEYS.index(
         "server.address"
     )
 
     kept = compact_spans(spans, SAME_KIND_ON)
 
-    assert [span.name for span in kept] == ["rpc.system=grpc", "c", "root"]
+    assert [span.name for span in kept] == ["a", "b", "rpc.system=grpc", "a", "b", "root"]
 
 
 def test_same_kind_never_joins_different_kinds_or_different_targets() -> None:
@@ -356,32 +439,33 @@ def test_same_kind_never_joins_different_kinds_or_different_targets() -> None:
 def test_exact_composites_then_join_a_same_kind_composite_with_their_counts() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index, name in enumerate(("GET", "GET", "GET", "SET", "SET")):
+    names = ("GET", "SET", "GET", "GET", "GET", "SET", "SET", "SET", "GET", "SET")
+    for index, name in enumerate(names):
         builder.span(name, root, start_ms=2 * index + 1, attributes={"db.system": "redis"})
     spans = builder.finish()
     records = records_of(spans)
 
     result = compact_records(records, SAME_KIND_ON)
 
-    (composite, _root) = result.records
+    (_, _, composite, _, _, _root) = result.records
     values = dict(zip(composite[6], composite[7], strict=True))
     assert values[COMPOSITE_NAMES] == ("GET", "SET")
-    assert values[COMPOSITE_COUNTS] == (3, 2)
+    assert values[COMPOSITE_COUNTS] == (3, 3)
     # Members of the intermediate SET composite point at the final composite.
-    assert result.merged == {record[0]: records[0][0] for record in records[1:5]}
+    assert result.merged == {record[0]: records[2][0] for record in records[3:8]}
 
 
 # -- never merged ----------------------------------------------------------------
 
 
 def _run_around(middle: dict[str, Any], policy: CompactionPolicy | None = None) -> list[int]:
-    """Two identical fast calls, the span described by `middle`, two more: how many spans
-    each kept span stands for, in start order."""
+    """A call, two identical fast calls, the span described by `middle`, two more and a last
+    call: how many spans each kept span stands for, in start order."""
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index in range(5):
+    for index in range(7):
         options: dict[str, Any] = {"start_ms": 2 * index + 1, "attributes": {"row": index}}
-        if index == 2:
+        if index == 3:
             options.update(middle)
             middle_id = builder.span(options.pop("name", "SELECT"), root, **options).context
         else:
@@ -412,8 +496,8 @@ def _run_around(middle: dict[str, Any], policy: CompactionPolicy | None = None) 
     ],
 )
 def test_a_span_that_must_not_merge_is_kept_and_splits_the_run(middle: dict[str, Any]) -> None:
-    # The root, two calls, the middle span, two calls.
-    assert _run_around(middle) == [1, 2, 1, 2]
+    # The root, the first call, two calls, the middle span, two calls, the last call.
+    assert _run_around(middle) == [1, 1, 2, 1, 2, 1]
 
 
 def test_an_error_span_is_kept_verbatim_with_its_description() -> None:
@@ -509,8 +593,8 @@ def test_a_span_with_composite_attributes_is_not_taken_for_a_composite() -> None
     # a span claiming to stand for 1,000 calls is kept as itself and absorbs nothing.
     fake = {COMPOSITE_COUNT: 1_000, COMPOSITE_STRATEGY: EXACT_MATCH, "row": 2}
 
-    # The root, two calls, the fake kept as one span, two calls.
-    assert _run_around({"attributes": fake}) == [1, 2, 1, 2]
+    # The root, a call, two calls, the fake kept as one span, two calls, a call.
+    assert _run_around({"attributes": fake}) == [1, 1, 2, 1, 2, 1]
 
 
 def test_a_record_with_composite_attributes_but_no_composite_mark_absorbs_nothing() -> None:
@@ -581,20 +665,21 @@ def _encoder_for(spans: list[ReadableSpan]) -> SpanEncoder:
 def test_a_child_that_ends_after_its_parent_was_merged_is_reparented_to_the_composite() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    steps = [builder.span("step", root, start_ms=2 * index + 1) for index in range(3)]
+    steps = [builder.span("step", root, start_ms=2 * index + 1) for index in range(5)]
     builder.span("async-callback", steps[2], start_ms=6, duration_ms=500)
     spans = builder.finish()
     records = records_of(spans)
     ended_before_child = [r for r in records if r[5] == "step"]
     late_child = next(r for r in records if r[5] == "async-callback")
     result = compact_records(ended_before_child, CompactionPolicy())
-    (composite,) = result.records
+    (_, composite, _) = result.records
+    assert result.merged == {records[2][0]: composite[0], records[3][0]: composite[0]}
 
     held = [*result.records, late_child]
     reparent(held, result.merged)
 
-    assert held[1][1] == composite[0]
-    assert held[1][2:] == late_child[2:]
+    assert held[3][1] == composite[0]
+    assert held[3][2:] == late_child[2:]
     assert compact_records(held, CompactionPolicy()).merged == {}, "a parent is never merged"
 
 
@@ -623,15 +708,17 @@ def test_reparent_leaves_other_records_as_the_same_objects() -> None:
 def test_compact_spans_returns_kept_spans_as_the_same_objects() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    builder.span("SELECT", root, start_ms=1)
-    builder.span("SELECT", root, start_ms=3)
-    builder.span("GET", root, start_ms=5)
+    for index in range(4):
+        builder.span("SELECT", root, start_ms=2 * index + 1)
+    builder.span("GET", root, start_ms=9)
     spans = builder.finish()
 
     kept = compact_spans(spans)
 
-    assert kept[1] is spans[2]
-    assert kept[2] is spans[3]
+    assert kept[0] is spans[0]
+    assert is_composite(kept[1])
+    assert kept[2:] == spans[3:]
+    assert all(a is b for a, b in zip(kept[2:], spans[3:], strict=True))
 
 
 def test_compact_spans_of_no_spans_is_empty() -> None:
@@ -662,16 +749,18 @@ def test_compact_spans_refuses_what_is_not_a_span_or_a_policy() -> None:
 def test_composite_output_encodes_with_the_otlp_span_encoder() -> None:
     builder = TraceBuilder()
     root = builder.span("root", duration_ms=1_000)
-    for index, name in enumerate(("GET", "GET", "SET")):
+    for index, name in enumerate(("GET", "SET", "GET", "GET", "SET", "GET", "SET")):
         builder.span(name, root, start_ms=2 * index + 1, attributes={"db.system": "redis"})
 
     kept = compact_spans(builder.finish(), SAME_KIND_ON)
 
     request = encode_spans(kept)
-    (encoded_composite, _root) = request.resource_spans[0].scope_spans[0].spans
+    encoded = request.resource_spans[0].scope_spans[0].spans
+    (encoded_composite,) = [span for span in encoded if span.name == "db.system=redis"]
     values = {attribute.key: attribute.value for attribute in encoded_composite.attributes}
     assert [v.string_value for v in values[COMPOSITE_NAMES].array_value.values] == ["GET", "SET"]
     assert [v.int_value for v in values[COMPOSITE_COUNTS].array_value.values] == [2, 1]
+    assert list(values[COMPOSITE_VARIED_KEYS].array_value.values) == []
 
 
 def test_operation_totals_counts_composites_by_their_members() -> None:
@@ -710,7 +799,31 @@ def test_default_policy_values() -> None:
     assert policy.compact_at_spans == 64
     assert policy.protected_prefixes == ("otel_bounded.",)
     assert policy.same_kind_keys == DEFAULT_SAME_KIND_KEYS
+    assert policy.identity_keys == DEFAULT_IDENTITY_KEYS
+    assert policy.max_varied_samples == 8
+    assert policy.max_remembered_ids == 1_000_000
     assert policy == CompactionPolicy()
+
+
+def test_the_default_identity_keys_cover_the_operations_an_agent_performs() -> None:
+    required = {
+        "gen_ai.operation.name",
+        "gen_ai.tool.name",
+        "db.statement",
+        "db.query.text",
+        "db.operation.name",
+        "http.request.method",
+        "http.route",
+        "url.full",
+        "url.path",
+        "rpc.method",
+        "code.function.name",
+        "file.path",
+        "messaging.destination.name",
+        "server.address",
+    }
+
+    assert required <= set(DEFAULT_IDENTITY_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -731,6 +844,12 @@ def test_default_policy_values() -> None:
         ({"protected_prefixes": (1,)}, "protected_prefixes must hold non-empty strings"),
         ({"same_kind_keys": None}, "same_kind_keys must be a tuple"),
         ({"same_kind_keys": ("otel_bounded.x",)}, "same_kind_keys must name attributes"),
+        ({"identity_keys": "gen_ai.tool.name"}, "identity_keys must be a tuple"),
+        ({"identity_keys": ("otel_bounded.x",)}, "identity_keys must name attributes"),
+        ({"max_varied_samples": -1}, "max_varied_samples must be an integer of at least 0"),
+        ({"max_varied_samples": 1.5}, "max_varied_samples must be an integer"),
+        ({"max_remembered_ids": -1}, "max_remembered_ids must be an integer of at least 0"),
+        ({"max_remembered_ids": False}, "max_remembered_ids must be an integer"),
     ],
 )
 def test_invalid_policy_values_are_refused_with_a_clear_message(
@@ -748,9 +867,9 @@ def test_a_list_of_prefixes_is_accepted_as_a_tuple() -> None:
 
 
 def test_fractional_milliseconds_convert_exactly_to_nanoseconds() -> None:
-    spans = calls(2, duration_ms=0.3)
+    spans = calls(4, duration_ms=0.3)
 
-    assert len(compact_spans(spans, CompactionPolicy(exact_match_max_duration_ms=0.3))) == 2
+    assert len(compact_spans(spans, CompactionPolicy(exact_match_max_duration_ms=0.3))) == 4
 
 
 def test_from_env_is_none_unless_compaction_is_enabled(monkeypatch: pytest.MonkeyPatch) -> None:

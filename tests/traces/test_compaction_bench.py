@@ -25,9 +25,10 @@ def test_a_tiny_run_measures_every_variant_and_judges_both_goals(bench: ModuleTy
     assert all(len(values) == 2 for values in results.timings.per_unit_ns.values())
     memory = results.memory
     assert memory.held_plain == bench.SPANS
-    # The root and one composite of every call: what the store will hold.
-    assert memory.held_compacted == 2
-    assert memory.merged_entries == bench.CALLS - 1
+    # The root, the first and the last call, and one composite of every call between:
+    # what the store will hold.
+    assert memory.held_compacted == 4
+    assert memory.merged_entries == bench.CALLS - 3
     assert 0 < memory.compacted < memory.plain
     assert memory.member_arrays < memory.merged_arrays < memory.merged_dict
     assert [goal.verdict for goal in results.goals] == [
@@ -40,7 +41,9 @@ def test_a_tiny_run_measures_every_variant_and_judges_both_goals(bench: ModuleTy
         assert goal.label in report
 
 
-def test_the_replayed_trace_compacts_to_the_root_and_one_composite(bench: ModuleType) -> None:
+def test_the_replayed_trace_compacts_to_the_root_the_first_and_last_call_and_one_composite(
+    bench: ModuleType,
+) -> None:
     records = bench.recorded_records()
     held = bench.TraceRecords(bench.CompactionPolicy())
 
@@ -48,4 +51,9 @@ def test_the_replayed_trace_compacts_to_the_root_and_one_composite(bench: Module
         held.add(record)
 
     assert len(records) == bench.SPANS
-    assert [record[5] for record in held.records] == ["SELECT users", "handle_request"]
+    assert [record[5] for record in held.records] == [
+        "SELECT users",
+        "SELECT users",
+        "SELECT users",
+        "handle_request",
+    ]

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from otel_bounded import CompactionPolicy, TraceStore, operation_totals
-from otel_bounded.telemetry import COMPOSITE_COUNT
+from otel_bounded.errors import TraceNotFound
+from otel_bounded.telemetry import COMPOSITE_COUNT, UnresolvedReason
 from tests.traces.test_compaction_support import Tree, policies, trees
 
 MS = 1_000_000
@@ -93,11 +94,12 @@ def test_a_trace_is_compacted_each_time_it_grows_by_compact_at_spans() -> None:
     recorder = Recorder(TraceStore(compaction=policy))
     recorder.chatty_trace(25, close=False)  # the root is still open: no local-root pass
     stats = recorder.store.stats()
-    # A pass at 10 held spans leaves one composite; the next is due when 10 more
-    # arrived (11 held), and absorbs them; the last 5 wait for the next pass.
+    # A pass at 10 held spans leaves the first, one composite and the last; the
+    # next is due when 10 more arrived (13 held), and absorbs all but the new
+    # last; the last 5 wait for the next pass.
     assert stats.compactions == 2
-    assert stats.spans == 1 + 5
-    assert stats.spans_compacted == 25 - 6
+    assert stats.spans == 3 + 5
+    assert stats.spans_compacted == 25 - 8
 
 
 def test_under_span_pressure_oldest_traces_are_compacted_before_any_is_evicted() -> None:
@@ -140,9 +142,10 @@ def test_error_spans_are_kept_verbatim_and_split_runs() -> None:
     assert len(errors) == 1
     assert errors[0].status.description == "deadlock detected"
     assert COMPOSITE_COUNT not in (errors[0].attributes or {})
+    # The first call, five merged, the error, four merged, the last call.
     assert [s.attributes[COMPOSITE_COUNT] for s in held if COMPOSITE_COUNT in s.attributes] == [
-        6,
         5,
+        4,
     ]
 
 
@@ -249,7 +252,7 @@ def test_a_compacting_store_keeps_totals_parents_and_counts_on_random_trees(
 
 
 def _late_child_scenario(store: TraceStore) -> tuple[Recorder, int]:
-    """Fast calls whose third gets a child ending only after the calls were compacted."""
+    """Six fast calls whose third gets a child ending only after the calls were compacted."""
     from opentelemetry import trace
 
     recorder = Recorder(store)
@@ -257,17 +260,17 @@ def _late_child_scenario(store: TraceStore) -> tuple[Recorder, int]:
     parent = trace.set_span_in_context(root)
     calls = [
         recorder.tracer.start_span("q", context=parent, start_time=T0 + (i + 1) * MS)
-        for i in range(3)
+        for i in range(6)
     ]
     late = recorder.tracer.start_span(
         "late.child", context=trace.set_span_in_context(calls[2]), start_time=T0 + 3 * MS + 1
     )
     for index, call in enumerate(calls):
         call.end(end_time=T0 + (index + 1) * MS + 500)
-    other = recorder.tracer.start_span("other", context=parent, start_time=T0 + 5 * MS)
-    other.end(end_time=T0 + 6 * MS)
-    late.end(end_time=T0 + 7 * MS)  # arrives when the trace is full: compacted first
-    root.end(end_time=T0 + 8 * MS)
+    other = recorder.tracer.start_span("other", context=parent, start_time=T0 + 8 * MS)
+    other.end(end_time=T0 + 9 * MS)
+    late.end(end_time=T0 + 10 * MS)  # arrives when the trace is full: compacted first
+    root.end(end_time=T0 + 11 * MS)
     return recorder, root.get_span_context().trace_id
 
 
@@ -275,11 +278,11 @@ def _late_child_scenario(store: TraceStore) -> tuple[Recorder, int]:
     "store",
     [
         pytest.param(
-            TraceStore(max_spans_per_trace=4, compaction=CompactionPolicy(compact_at_spans=100)),
+            TraceStore(max_spans_per_trace=7, compaction=CompactionPolicy(compact_at_spans=100)),
             id="at the per-trace cap",
         ),
         pytest.param(
-            TraceStore(max_spans=4, compaction=CompactionPolicy(compact_at_spans=100)),
+            TraceStore(max_spans=7, compaction=CompactionPolicy(compact_at_spans=100)),
             id="under span-cap pressure",
         ),
     ],
@@ -293,20 +296,26 @@ def test_a_late_child_whose_parent_is_merged_just_before_it_is_stored_keeps_a_pa
     (late,) = [span for span in held if span.name == "late.child"]
     assert late.parent is not None
     assert late.parent.span_id in held_ids
+    sdk_late = next(s for s in recorder.sdk_spans(trace_id) if s.name == "late.child")
+    assert sdk_late.parent is not None
+    stand_in = recorder.store.resolve(trace_id, sdk_late.parent.span_id)
+    assert stand_in is not None
+    assert stand_in.context.span_id == late.parent.span_id
+    assert COMPOSITE_COUNT in (stand_in.attributes or {})
     assert accounted(recorder.store)
 
 
 def test_a_full_trace_with_nothing_to_merge_is_not_recompacted_for_every_dropped_span(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import otel_bounded.traces.store as store_module
+    import otel_bounded.traces.compactor as store_module
 
     passes = []
     real = store_module.compact_records
 
-    def counting(records, policy):  # type: ignore[no-untyped-def]
+    def counting(records, policy, **options):  # type: ignore[no-untyped-def]
         passes.append(len(records))
-        return real(records, policy)
+        return real(records, policy, **options)
 
     monkeypatch.setattr(store_module, "compact_records", counting)
     from opentelemetry import trace
@@ -326,14 +335,187 @@ def test_a_full_trace_with_nothing_to_merge_is_not_recompacted_for_every_dropped
     assert passes == [50]
 
 
-def test_remembered_merged_ids_are_bounded_by_the_span_cap() -> None:
-    store = TraceStore(max_spans=200, compaction=CompactionPolicy(compact_at_spans=16))
+def test_remembered_merged_ids_are_bounded_by_their_own_budget_and_every_loss_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = CompactionPolicy(compact_at_spans=16, max_remembered_ids=200)
+    store = TraceStore(max_spans=200, compaction=policy)
     recorder = Recorder(store)
-    for _ in range(50):
-        recorder.chatty_trace(300, close=False)
+    with caplog.at_level(logging.WARNING, logger="otel_bounded"):
+        for _ in range(50):
+            recorder.chatty_trace(300, close=False)
+        stats = store.stats()
     compactor = store._compactor
     assert compactor is not None
     assert compactor._remembered <= 200
     assert sum(len(ids[0]) for ids in compactor._merged.values()) == compactor._remembered
-    assert store.stats().spans <= 200
+    assert stats.spans <= 200
+    assert accounted(store)
+    # Every merged id is remembered, was forgotten and counted, or left with its trace.
+    forgotten = stats.unresolved_by_reason[UnresolvedReason.MAX_REMEMBERED_IDS]
+    assert forgotten > 0
+    warnings = [r for r in caplog.records if "max_remembered_ids" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_late_children_of_merged_parents_resolve_whatever_the_span_cap() -> None:
+    # The reported case: max_spans=64, nothing evicted or dropped, yet late children
+    # pointed at parent ids no longer held, because remembered ids were trimmed to
+    # the span cap. They have a budget of their own now.
+    from opentelemetry import trace
+
+    store = TraceStore(max_spans=64, compaction=CompactionPolicy(compact_at_spans=8))
+    recorder = Recorder(store)
+    root = recorder.tracer.start_span("invoke_agent", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    late_children = []
+    for index in range(400):
+        call = recorder.tracer.start_span(
+            "execute_tool",
+            context=parent,
+            start_time=T0 + (index + 1) * MS,
+            attributes={"gen_ai.tool.name": "read_file", "call.id": f"call-{index}"},
+        )
+        if index % 20 == 5:
+            late_children.append(
+                recorder.tracer.start_span(
+                    "callback",
+                    context=trace.set_span_in_context(call),
+                    start_time=T0 + (index + 1) * MS + 1,
+                )
+            )
+        call.end(end_time=T0 + (index + 1) * MS + 500)
+    for child in late_children:
+        child.end(end_time=T0 + 500 * MS)
+    root.end(end_time=T0 + 501 * MS)
+    trace_id = root.get_span_context().trace_id
+
+    stats = store.stats()
+    assert stats.evicted_traces == stats.dropped_spans == 0
+    assert sum(stats.unresolved_by_reason.values()) == 0
+    held = store.get(trace_id)
+    held_ids = {span.context.span_id for span in held}
+    callbacks = [span for span in held if span.name == "callback"]
+    assert len(callbacks) == 20
+    for span in callbacks:
+        assert span.parent is not None
+        assert span.parent.span_id in held_ids
+    for span in recorder.sdk_spans(trace_id):
+        assert store.resolve(trace_id, span.context.span_id) is not None
+
+
+def test_resolve_returns_the_span_itself_or_the_composite_that_stands_for_it() -> None:
+    recorder = Recorder(TraceStore(compaction=CompactionPolicy()))
+    trace_id = recorder.chatty_trace(10)
+    spans = recorder.sdk_spans(trace_id)
+    held = {span.context.span_id: span for span in recorder.store.get(trace_id)}
+
+    for span in spans:
+        resolved = recorder.store.resolve(trace_id, span.context.span_id)
+        assert resolved is not None
+        assert resolved.context.span_id in held
+        if span.context.span_id in held:
+            assert resolved.context.span_id == span.context.span_id
+        else:
+            assert COMPOSITE_COUNT in (resolved.attributes or {})
+    assert recorder.store.resolve(trace_id, 12345) is None
+    with pytest.raises(TraceNotFound):
+        recorder.store.resolve(trace_id + 1, spans[0].context.span_id)
+    for bad in (0, -1, 1 << 64, True, "1", None):
+        with pytest.raises(ValueError, match="span id"):
+            recorder.store.resolve(trace_id, bad)  # type: ignore[arg-type]
+
+
+def test_a_link_to_a_merged_span_resolves_to_its_composite() -> None:
+    from opentelemetry import trace
+
+    recorder = Recorder(TraceStore(compaction=CompactionPolicy(compact_at_spans=6)))
+    root = recorder.tracer.start_span("invoke_agent", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    calls = []
+    for index in range(8):
+        call = recorder.tracer.start_span("q", context=parent, start_time=T0 + (index + 1) * MS)
+        call.end(end_time=T0 + (index + 1) * MS + 500)
+        calls.append(call)
+    summary = recorder.tracer.start_span(
+        "summarize",
+        context=parent,
+        start_time=T0 + 20 * MS,
+        links=[trace.Link(calls[3].get_span_context())],
+    )
+    summary.end(end_time=T0 + 21 * MS)
+    root.end(end_time=T0 + 22 * MS)
+    trace_id = root.get_span_context().trace_id
+
+    target = calls[3].get_span_context().span_id
+    assert target not in {s.context.span_id for s in recorder.store.get(trace_id)}
+    resolved = recorder.store.resolve(trace_id, target)
+    assert resolved is not None
+    assert COMPOSITE_COUNT in (resolved.attributes or {})
+
+
+def test_unresolved_ids_are_reported_as_a_metric_from_zero() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    store = TraceStore(
+        compaction=CompactionPolicy(max_remembered_ids=0),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+
+    def unresolved() -> dict[str, int]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        return {
+            dict(point.attributes or {})["otel_bounded.compaction.unresolved.reason"]: point.value
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == "otel_bounded.trace_store.compaction.unresolved"
+            for point in metric.data.data_points
+            if dict(point.attributes or {}).get("otel.component.name")
+            == store.component["otel.component.name"]
+        }
+
+    assert unresolved() == {"max_remembered_ids": 0}
+    recorder = Recorder(store)
+    recorder.chatty_trace(20)
+    assert unresolved() == {"max_remembered_ids": store.stats().spans_compacted}
+    assert store.stats().spans_compacted > 0
+
+
+def test_at_its_cap_a_trace_of_calls_with_per_call_ids_keeps_every_span_with_flagged_counts() -> (
+    None
+):
+    # Exact distinct counts would keep a composite per pass here and fill the trace;
+    # at its cap, composites merge anyway and say their counts are lower bounds.
+    from opentelemetry import trace
+
+    store = TraceStore(max_spans_per_trace=20, compaction=CompactionPolicy(compact_at_spans=8))
+    recorder = Recorder(store)
+    root = recorder.tracer.start_span("invoke_agent", start_time=T0)
+    parent = trace.set_span_in_context(root)
+    for index in range(500):
+        call = recorder.tracer.start_span(
+            "execute_tool",
+            context=parent,
+            start_time=T0 + (index + 1) * MS,
+            attributes={"gen_ai.tool.name": "bash", "call.id": f"call-{index}"},
+        )
+        call.end(end_time=T0 + (index + 1) * MS + 500)
+    root.end(end_time=T0 + 501 * MS)
+
+    trace_id = root.get_span_context().trace_id
+    assert store.stats().dropped_spans == 0
+    held = store.get(trace_id)
+    flags = [
+        flag
+        for span in held
+        for flag in (span.attributes or {}).get("otel_bounded.composite.varied_distinct_exact", ())
+    ]
+    assert False in flags
+    assert operation_totals(held) == operation_totals(
+        recorder.sdk_spans(root.get_span_context().trace_id)
+    )
     assert accounted(store)

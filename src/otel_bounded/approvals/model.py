@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from enum import Enum
 
+from otel_bounded.approvals.arguments import arguments_digest
+from otel_bounded.approvals.names import MAX_NAME_LENGTH, MAX_REASON_LENGTH, check_name
 from otel_bounded.telemetry import ApprovalEvictionReason
 
 __all__ = [
@@ -19,14 +20,6 @@ __all__ = [
     "ApprovalStatus",
     "DelegationHop",
 ]
-
-MAX_NAME_LENGTH = 256
-"""Longest actor, session id, policy, action or resource: a ledger's memory is bounded by count."""
-MAX_REASON_LENGTH = 1024
-"""Longest free-text reason kept with a denial, revocation or delegation."""
-# Unicode categories a name may not hold: they print as nothing (control, format,
-# surrogate) or break the line (line and paragraph separators).
-_UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class ApprovalStatus(str, Enum):
@@ -59,19 +52,40 @@ class ApprovalScope:
     """What an approval authorises; two scopes match only when every field is equal.
 
     There is no wildcard and no prefix matching: an approval to deploy
-    ``service-a`` says nothing about ``service-b``.
+    ``service-a`` says nothing about ``service-b``. `arguments`, any
+    JSON-like value, binds the approval to the exact call: it is reduced at
+    once to `arguments_digest` (see `otel_bounded.approvals.arguments` for
+    the canonical form) and not kept, since arguments may hold secrets. A
+    scope without arguments (the default) matches only a scope without
+    arguments.
     """
 
     policy: str
     action: str
     resource: str | None = None
+    arguments: InitVar[object] = None
+    arguments_digest: str | None = field(default=None, init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, arguments: object) -> None:
         # Exact strings, so that matching is plain string equality and nothing else.
         object.__setattr__(self, "policy", check_name("policy", self.policy))
         object.__setattr__(self, "action", check_name("action", self.action))
         if self.resource is not None:
             object.__setattr__(self, "resource", check_name("resource", self.resource))
+        if arguments is not None:
+            object.__setattr__(self, "arguments_digest", arguments_digest(arguments))
+
+    @classmethod
+    def _restored(
+        cls, policy: str, action: str, resource: str | None, digest: str | None
+    ) -> ApprovalScope:
+        """A scope as a store recorded it: its fields were checked when it was requested."""
+        scope = object.__new__(cls)
+        object.__setattr__(scope, "policy", policy)
+        object.__setattr__(scope, "action", action)
+        object.__setattr__(scope, "resource", resource)
+        object.__setattr__(scope, "arguments_digest", digest)
+        return scope
 
 
 @dataclass(frozen=True)
@@ -129,78 +143,3 @@ class ApprovalGrant:
     expires_at: float
     """When the request lapses unless approved; approval sets a new expiry."""
     audit: ApprovalAudit
-
-
-def plain_str(value: object) -> str | None:
-    """`value` as an exact `str` when it is a string, else None; no method of `value` runs.
-
-    A `str` subclass can redefine any method (`encode`, `__len__`, `__eq__`), so
-    it is copied to a plain `str` before anything else touches it. The test is
-    on `type()`: `isinstance` believes an object that forges its `__class__`.
-    """
-    if isinstance(value, str) and issubclass(type(value), str):
-        return str.__str__(value)
-    return None
-
-
-def check_name(name: str, value: object) -> str:
-    """`value` as an exact `str`; `ValueError` unless it is a name a person can read as written.
-
-    Refused: anything but a string, the empty string, more than
-    `MAX_NAME_LENGTH` characters, whitespace at either end, and characters that
-    print as nothing or as a plain space (control and format characters, line
-    and paragraph separators, spaces other than U+0020, lone surrogates).
-    Otherwise ``"bot\u200b"`` would pass four eyes as someone other than
-    ``"bot"`` while reading the same in every audit. The message never repeats
-    the value: it may be a token passed in the wrong place.
-    """
-    text = plain_str(value)
-    if text is None:
-        raise ValueError(f"{name} must be a string, got a value of type {type(value).__name__}")
-    if not text:
-        raise ValueError(f"{name} must be a non-empty string")
-    if len(text) > MAX_NAME_LENGTH:
-        raise ValueError(f"{name} must be at most {MAX_NAME_LENGTH} characters, got {len(text)}")
-    if text != text.strip():
-        raise ValueError(f"{name} must not begin or end with whitespace")
-    # isprintable() is one pass in C and true for nearly every name; only a name
-    # it flags is looked at character by character.
-    if not text.isprintable():
-        for index, char in enumerate(text):
-            category = unicodedata.category(char)
-            if category in _UNSEEN_CATEGORIES or (category == "Zs" and char != " "):
-                raise ValueError(
-                    f"{name} must not contain U+{ord(char):04X} (Unicode category {category}, "
-                    f"at index {index}): names may hold a plain space, but no control, format "
-                    "or other invisible character"
-                )
-    return text
-
-
-def same_person(name: str, other: str | None) -> bool:
-    """Whether two checked names name the same person, for four eyes.
-
-    Names are compared after Unicode compatibility normalisation and case
-    folding (NFKC, then casefold, then NFKC again, since folding can leave
-    text unnormalised): ``Bot``, ``BOT`` and ``bot`` typed in full-width
-    letters are all ``bot``. This may only refuse more; records keep each
-    name as given.
-    """
-    return other is not None and _folded(name) == _folded(other)
-
-
-def _folded(name: str) -> str:
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
-
-
-def check_reason(name: str, value: object) -> str:
-    """`value` as an exact `str`; `ValueError` unless it is a string of bounded length.
-
-    A reason may be empty and may hold any character: it is free text for people.
-    """
-    text = plain_str(value)
-    if text is None:
-        raise ValueError(f"{name} must be a string, got a value of type {type(value).__name__}")
-    if len(text) > MAX_REASON_LENGTH:
-        raise ValueError(f"{name} must be at most {MAX_REASON_LENGTH} characters, got {len(text)}")
-    return text

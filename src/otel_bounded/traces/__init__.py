@@ -6,7 +6,13 @@ from otel_bounded.traces.compaction import (
     compact_spans,
     operation_totals,
 )
-from otel_bounded.traces.store import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.traces.store import (
+    DropReason,
+    TraceEvictionReason,
+    TraceStore,
+    TraceStoreStats,
+    UnresolvedReason,
+)
 
 __all__ = [
     "CompactionPolicy",
@@ -15,6 +21,7 @@ __all__ = [
     "TraceEvictionReason",
     "TraceStore",
     "TraceStoreStats",
+    "UnresolvedReason",
     "compact_spans",
     "operation_totals",
 ]

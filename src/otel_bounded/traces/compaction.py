@@ -3,32 +3,40 @@
 An agent's trace is often a root and hundreds of near-identical fast calls.
 Holding each as a span fills the store with noise and forces whole, useful
 traces out. Compaction collapses such runs, after Elastic APM's span
-compression, into one span that keeps what a reader needs to continue: how
-many calls of each operation there were and exactly how long they took in all.
+compression, into one composite span that states nothing false of any member
+(`composite.py`): exact counts and durations, the attributes every member
+shares, and which keys varied, with how many distinct values.
 
 Two stages run over each parent's children, ordered by start time (ties by
 span id), on the store's compact records so nothing is decoded:
 
-- exact match: adjacent siblings with the same name, kind, attribute key set,
-  values of the `same_kind_keys` attributes, resource and scope;
-- same kind (off by default): adjacent siblings of the same kind sharing the
-  value of the first `same_kind_keys` attribute they carry; the composite is
-  named ``"{key}={value}"`` and keeps exact per-name counts and duration sums.
+- exact match: adjacent siblings with the same name, kind, status code,
+  attribute key set, values of the identity keys (`identity_keys` and
+  `same_kind_keys`), resource, scope and trace state;
+- same kind (off by default): adjacent siblings of the same kind and status
+  sharing the value of the first `same_kind_keys` attribute they carry and the
+  values of every identity key (a key lacking in both counts as equal); the
+  composite is named ``"{key}={value}"`` and keeps exact per-name counts,
+  duration sums, minimums and maximums.
 
 A span is never merged if it is a root or local root, has ERROR status, has
-events or links, is the parent of any span given, has a protected name, or
-carries ``otel_bounded.composite.*`` attributes without being a composite made
-here. Composites are recognized by two bits of the record's packed small
-fields that only this module sets (`decode` ignores them), never by attribute
-values, so no attribute a user sets can make unrelated spans merge.
+events, links or dropped attributes, is the parent or the link target of any
+span given, is the first or the last occurrence of its operation (its name and
+identity values) in the records given, has a protected name, or carries
+``otel_bounded.composite.*`` attributes without being a composite made here.
+Composites are recognized by two bits of the record's packed small fields that
+only this module sets (`decode` ignores them), never by attribute values, so
+no attribute a user sets can make unrelated spans merge.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -40,10 +48,19 @@ from otel_bounded.telemetry import (
     COMPOSITE_COUNTS,
     COMPOSITE_DURATION_SUM_NS,
     COMPOSITE_DURATION_SUMS_NS,
-    COMPOSITE_MAX_NS,
-    COMPOSITE_MIN_NS,
     COMPOSITE_NAMES,
     COMPOSITE_STRATEGY,
+)
+from otel_bounded.traces.composite import (
+    EXACT_MATCH,
+    EXACT_TAIL,
+    SAME_KIND,
+    SAME_KIND_TAIL,
+    Group,
+    View,
+    canon,
+    composite_view,
+    span_view,
 )
 from otel_bounded.traces.records import (
     HAS_PARENT,
@@ -56,6 +73,7 @@ from otel_bounded.traces.records import (
 
 __all__ = [
     "COMPOSITE_MARKS",
+    "DEFAULT_IDENTITY_KEYS",
     "DEFAULT_SAME_KIND_KEYS",
     "EXACT_MATCH",
     "SAME_KIND",
@@ -67,9 +85,6 @@ __all__ = [
     "reparent",
 ]
 
-EXACT_MATCH = "exact_match"
-SAME_KIND = "same_kind"
-
 DEFAULT_SAME_KIND_KEYS: tuple[str, ...] = (
     "db.system.name",
     "db.system",
@@ -79,6 +94,34 @@ DEFAULT_SAME_KIND_KEYS: tuple[str, ...] = (
     "peer.service",
 )
 """What a call goes to, most specific system first: a database, a broker, an RPC system, a host."""
+
+DEFAULT_IDENTITY_KEYS: tuple[str, ...] = (
+    "gen_ai.operation.name",
+    "gen_ai.tool.name",
+    "gen_ai.request.model",
+    "db.statement",
+    "db.query.text",
+    "db.operation.name",
+    "db.operation",
+    "db.collection.name",
+    "http.request.method",
+    "http.method",
+    "http.route",
+    "url.full",
+    "url.path",
+    "http.url",
+    "http.target",
+    "rpc.service",
+    "rpc.method",
+    "code.function.name",
+    "code.function",
+    "file.path",
+    "messaging.destination.name",
+    "messaging.operation.name",
+    "server.address",
+)
+"""OpenTelemetry semantic-convention keys (current and the deprecated names still emitted)
+that say *which* operation a span is: spans differing in any of them are never merged."""
 
 # Bits 56 and 57 of a record's packed small fields, above the scope index: set
 # only on composites made here, so a user's attributes can never pass for one.
@@ -90,38 +133,28 @@ COMPOSITE_MARKS = _EXACT_MARK | _SAME_KIND_MARK
 _STATUS_BITS = 0b11 << 3
 _ERROR = tuple(StatusCode).index(StatusCode.ERROR) << 3
 _PARENT_BITS = HAS_PARENT | PARENT_IS_REMOTE
-# What siblings must share besides name and attributes: kind, trace flags,
-# remote bits, resource and scope; status (UNSET or OK) and the marks may differ.
-_CONTEXT_BITS = ~(_STATUS_BITS | COMPOSITE_MARKS)
+# What siblings must share besides name and attributes: kind, status code, trace
+# flags, remote bits, resource and scope; only the marks may differ.
+_CONTEXT_BITS = ~COMPOSITE_MARKS
 
 _ALWAYS_PROTECTED = "otel_bounded."
 _COMPOSITE_PREFIX = "otel_bounded.composite."
-_EXACT_ATTRIBUTES = (
-    COMPOSITE_COUNT,
-    COMPOSITE_DURATION_SUM_NS,
-    COMPOSITE_MIN_NS,
-    COMPOSITE_MAX_NS,
-    COMPOSITE_STRATEGY,
-)
-_SAME_KIND_ATTRIBUTES = (
-    *_EXACT_ATTRIBUTES,
-    COMPOSITE_NAMES,
-    COMPOSITE_COUNTS,
-    COMPOSITE_DURATION_SUMS_NS,
-)
-_EXACT_TAIL = len(_EXACT_ATTRIBUTES)
-_SAME_KIND_TAIL = len(_SAME_KIND_ATTRIBUTES)
+_EXACT_TAIL = len(EXACT_TAIL)
+_SAME_KIND_TAIL = len(SAME_KIND_TAIL)
 # Distinct attribute key tuples remembered, as in records.py.
 _MAX_CACHED = 4096
 _NS_PER_MS = 1_000_000
 
 # Per attribute key tuple: carries composite attributes; (key, index) of each
-# `same_kind_keys` attribute present, in policy order.
-_KeyInfo = tuple[bool, tuple[tuple[str, int], ...]]
-# (slot in the output, record, span count, duration sum, shortest, longest, end,
-# key info of its own attributes): one candidate, a single span or a composite,
-# with the durations of its members.
-_Member = tuple[int, Record, int, int, int, int, int, _KeyInfo]
+# identity key present, in policy order; (key, index) of each `same_kind_keys`
+# attribute present, in policy order; the key set.
+_KeyInfo = tuple[
+    bool,
+    tuple[tuple[str, int], ...],
+    tuple[tuple[str, int], ...],
+    frozenset[str],
+    tuple[tuple[str, ...], Callable[[Sequence[Any]], tuple[Any, ...]]],
+]
 
 
 @dataclass(frozen=True)
@@ -129,7 +162,8 @@ class CompactionPolicy:
     """When sibling spans are merged; durations in milliseconds, 0 turns a stage off.
 
     Names starting with ``otel_bounded.`` (the token and approval audit spans)
-    are protected whatever `protected_prefixes` says.
+    are protected whatever `protected_prefixes` says. `same_kind_keys` are
+    identity keys too.
     """
 
     exact_match_max_duration_ms: float = 50.0
@@ -138,10 +172,14 @@ class CompactionPolicy:
     compact_at_spans: int = 64
     protected_prefixes: tuple[str, ...] = (_ALWAYS_PROTECTED,)
     same_kind_keys: tuple[str, ...] = DEFAULT_SAME_KIND_KEYS
+    identity_keys: tuple[str, ...] = DEFAULT_IDENTITY_KEYS
+    max_varied_samples: int = 8
+    max_remembered_ids: int = 1_000_000
     # Derived once, read on every pass: thresholds in ns (-1 when off), prefixes to test.
     _exact_ns: int = field(init=False, repr=False, compare=False)
     _same_kind_ns: int = field(init=False, repr=False, compare=False)
     _protected: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _identity: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _key_infos: dict[tuple[str, ...], _KeyInfo] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -151,19 +189,20 @@ class CompactionPolicy:
         same_kind_ns = _threshold_ns("same_kind_max_duration_ms", self.same_kind_max_duration_ms)
         _check_int("min_run", self.min_run, 2, "a run of one span is never compacted")
         _check_int("compact_at_spans", self.compact_at_spans, 1, "spans held per trace")
+        _check_int("max_varied_samples", self.max_varied_samples, 0, "values shown per varied key")
+        _check_int(
+            "max_remembered_ids", self.max_remembered_ids, 0, "merged-away span ids remembered"
+        )
         prefixes = _strings("protected_prefixes", self.protected_prefixes)
-        keys = _strings("same_kind_keys", self.same_kind_keys)
-        for key in keys:
-            if key.startswith(_ALWAYS_PROTECTED):
-                raise ValueError(
-                    f"same_kind_keys must name attributes of the application, not "
-                    f"otel-bounded's own ({_ALWAYS_PROTECTED}*), got {key!r}"
-                )
+        keys = _application_keys("same_kind_keys", self.same_kind_keys)
+        identity = _application_keys("identity_keys", self.identity_keys)
         object.__setattr__(self, "protected_prefixes", prefixes)
         object.__setattr__(self, "same_kind_keys", keys)
+        object.__setattr__(self, "identity_keys", identity)
         object.__setattr__(self, "_exact_ns", exact_ns)
         object.__setattr__(self, "_same_kind_ns", same_kind_ns)
         object.__setattr__(self, "_protected", tuple(dict.fromkeys((_ALWAYS_PROTECTED, *prefixes))))
+        object.__setattr__(self, "_identity", tuple(dict.fromkeys((*identity, *keys))))
 
     @classmethod
     def from_env(cls, **overrides: Any) -> CompactionPolicy | None:
@@ -189,9 +228,13 @@ class CompactionPolicy:
     def _key_info(self, keys: tuple[str, ...]) -> _KeyInfo:
         info = self._key_infos.get(keys)
         if info is None:
+            identity = tuple((key, keys.index(key)) for key in self._identity if key in keys)
             info = (
                 any(key.startswith(_COMPOSITE_PREFIX) for key in keys),
+                identity,
                 tuple((key, keys.index(key)) for key in self.same_kind_keys if key in keys),
+                frozenset(keys),
+                (tuple(key for key, _ in identity), _getter(tuple(i for _, i in identity))),
             )
             # Racing threads store equal values, so no lock is needed.
             if len(self._key_infos) < _MAX_CACHED:
@@ -205,19 +248,27 @@ class CompactionResult:
 
     records: list[Record]
     """Kept records in input order: singles are the input tuples themselves, each composite
-    sits where its first member (by start time) was."""
+    sits where its last member (in input order) was."""
     merged: dict[int, int]
     """Span id of every member merged away -> span id of the kept composite holding it."""
     merged_away: int
     """len(input) - len(records)."""
 
 
-def compact_records(records: Sequence[Record], policy: CompactionPolicy) -> CompactionResult:
-    """Merge runs of similar fast sibling records of one trace; the input is not changed."""
+def compact_records(
+    records: Sequence[Record], policy: CompactionPolicy, *, exact_counts: bool = True
+) -> CompactionResult:
+    """Merge runs of similar fast sibling records of one trace; the input is not changed.
+
+    With `exact_counts` (the default) members are only merged while every
+    distinct-value count stays exact; without, as a store does when a trace
+    would otherwise lose spans, counts that can no longer be exact become
+    lower bounds, flagged as such.
+    """
     held = len(records)
     if held < 2 or (policy._exact_ns < 0 and policy._same_kind_ns < 0):
         return CompactionResult(list(records), {}, 0)
-    parents = {record[1] for record in records}
+    blocked = {record[1] for record in records}
     siblings: dict[int, list[tuple[Any, int, int]]] = {}
     for index, record in enumerate(records):
         # Roots and local roots are never merged, so they need no sibling list.
@@ -228,10 +279,16 @@ def compact_records(records: Sequence[Record], policy: CompactionPolicy) -> Comp
                 siblings[record[1]] = [entry]
             else:
                 group.append(entry)
+        extra = record[8]
+        if extra is not None and extra.links:
+            # A link's target stays itself: ids of other traces are blocked too, harmlessly.
+            blocked.update(link.context.span_id for link in extra.links)
     if len({record[0] for record in records}) < held:
         # A repeated span id cannot be merged: `merged` could not say which one went where.
-        parents.update(_repeated_ids(records))
-    compaction = _Pass(records, policy, parents)
+        blocked.update(_repeated_ids(records))
+    identities, first_and_last = _identities(records, policy)
+    blocked.update(first_and_last)
+    compaction = _Pass(records, policy, blocked, exact_counts, identities)
     for group in siblings.values():
         if len(group) > 1:
             try:
@@ -253,13 +310,148 @@ def compact_records(records: Sequence[Record], policy: CompactionPolicy) -> Comp
     return CompactionResult(kept, merged, held - len(kept))
 
 
+def _identities(
+    records: Sequence[Record], policy: CompactionPolicy
+) -> tuple[list[tuple[Hashable, ...]], set[int]]:
+    """Per record, the identity keys present with their values; and the span ids of the first
+    and the last occurrence (by start, then id) of each operation.
+
+    An operation is a name with its identity. Composites are skipped for first and
+    last: their members were never a first or last one. A composite's identity keys
+    are among its plain attributes, as every member had the same values.
+    """
+    key_infos = policy._key_infos
+    identities: list[tuple[Hashable, ...]] = []
+    firsts: dict[Hashable, tuple[int, int]] = {}
+    lasts: dict[Hashable, tuple[int, int]] = {}
+    # A span whose name occurs at most twice is the first or the last of its operation:
+    # no need to work out its identity. (A composite's name counts as one more.)
+    occurrences = Counter([record[5] for record in records])
+    alone: set[int] = set()
+    for record in records:
+        start = record[2]
+        if start is not None and occurrences[record[5]] < 3 and not record[4] & COMPOSITE_MARKS:
+            identities.append(())
+            alone.add(record[0])
+            continue
+        keys = record[6]
+        identity = _identity_of((key_infos.get(keys) or policy._key_info(keys))[4], record[7])
+        identities.append(identity)
+        if start is None or record[4] & COMPOSITE_MARKS:
+            continue
+        operation = (record[5], identity) if identity else record[5]
+        order = (start, record[0])
+        first = firsts.get(operation)
+        if first is None:
+            firsts[operation] = lasts[operation] = order
+        elif order < first:
+            firsts[operation] = order
+        elif order > lasts[operation]:
+            lasts[operation] = order
+    alone.update(order[1] for order in firsts.values())
+    alone.update(order[1] for order in lasts.values())
+    return identities, alone
+
+
+def _getter(indexes: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    if not indexes:
+        return lambda values: ()
+    if len(indexes) == 1:
+        (index,) = indexes
+        return lambda values: (values[index],)
+    return itemgetter(*indexes)
+
+
+_NOT_PLAIN = (float, tuple, list)
+
+
+def _identity_of(
+    info: tuple[tuple[str, ...], Callable[[Sequence[Any]], tuple[Any, ...]]], values: Sequence[Any]
+) -> tuple[Hashable, ...]:
+    """The identity keys present with their values, equal only for equal types and values."""
+    names, getter = info
+    if not names:
+        return ()
+    found = getter(values)
+    types = tuple(map(type, found))
+    # Floats and arrays compare loosely (0.0 == -0.0, (1,) == (True,)): canonical forms.
+    if _NOT_PLAIN[0] in types or _NOT_PLAIN[1] in types or _NOT_PLAIN[2] in types:
+        return (names, tuple(canon(value) for value in found))
+    return (names, found, types)
+
+
+class _Candidate:
+    """One span or composite that may join a composite, with its members' statistics."""
+
+    __slots__ = (
+        "count",
+        "end",
+        "high",
+        "index",
+        "keys",
+        "low",
+        "record",
+        "total",
+        "view",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        record: Record,
+        count: int,
+        total: int,
+        low: int,
+        high: int,
+        end: int,
+        keys: tuple[str, ...],
+    ) -> None:
+        self.index = index  # its slot in the output
+        self.record = record
+        self.count = count
+        self.total = total
+        self.low = low
+        self.high = high
+        self.end = end
+        self.keys = keys  # its members' attribute keys, composite ones left out
+        self.view: View | None = None
+
+    def values(self) -> View:
+        """What its members' attributes were, as far as known; built only when a run forms."""
+        view = self.view
+        if view is None:
+            record = self.record
+            meta = record[4]
+            if meta & COMPOSITE_MARKS:
+                tail = _EXACT_TAIL if meta & _EXACT_MARK else _SAME_KIND_TAIL
+                keys, values = record[6], record[7]
+                plain = len(keys) - tail
+                varied = values[plain + 5 : plain + 9]
+                view = composite_view(keys[:plain], values[:plain], *varied)
+            else:
+                view = span_view(record[6], record[7])
+            self.view = view
+        return view
+
+    def by_name(self) -> Iterable[tuple[str, int, int, int, int]]:
+        """(name, count, duration sum, shortest, longest) of its members, per name."""
+        record = self.record
+        if record[4] & _SAME_KIND_MARK:
+            values = record[7]
+            return zip(values[-5], values[-4], values[-3], values[-2], values[-1], strict=True)
+        return ((record[5], self.count, self.total, self.low, self.high),)
+
+
 class _Pass:
     """One compaction of one trace's records."""
 
     __slots__ = (
         "blocked",
+        "exact_counts",
         "exact_ns",
+        "identities",
         "key_info",
+        "max_samples",
         "merged",
         "min_run",
         "out",
@@ -269,13 +461,23 @@ class _Pass:
         "same_kind_ns",
     )
 
-    def __init__(self, records: Sequence[Record], policy: CompactionPolicy, blocked: set[int]):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        policy: CompactionPolicy,
+        blocked: set[int],
+        exact_counts: bool,
+        identities: list[tuple[Hashable, ...]],
+    ) -> None:
         self.records = records
+        self.identities = identities
+        self.exact_counts = exact_counts
         self.policy = policy
         self.blocked = blocked
         self.exact_ns = policy._exact_ns
         self.same_kind_ns = policy._same_kind_ns
         self.min_run = policy.min_run
+        self.max_samples = policy.max_varied_samples
         self.protected = policy._protected
         self.key_info = policy._key_info
         self.out: list[Record | None] = list(records)
@@ -289,14 +491,13 @@ class _Pass:
         if self.same_kind_ns >= 0:
             self.same_kind_stage(candidates)
 
-    def admit(self, group: list[tuple[Any, int, int]]) -> list[_Member | None]:
+    def admit(self, group: list[tuple[Any, int, int]]) -> list[_Candidate | None]:
         """Each child as a merge candidate, or None where it must be kept as it is."""
-        # One loop with everything local: this runs for every span held, every pass.
         records = self.records
         blocked = self.blocked
         protected = self.protected
         key_infos = self.policy._key_infos
-        candidates: list[_Member | None] = []
+        candidates: list[_Candidate | None] = []
         append = candidates.append
         for entry in group:
             index = entry[2]
@@ -307,243 +508,284 @@ class _Pass:
                 or span_id in blocked
                 or (
                     extra is not None
-                    and (extra.events or extra.links or extra.dropped_events or extra.dropped_links)
+                    and (
+                        extra.events
+                        or extra.links
+                        or extra.dropped_events
+                        or extra.dropped_links
+                        or extra.dropped_attributes
+                        or extra.status_description
+                    )
                 )
             ):
                 append(None)
             elif meta & COMPOSITE_MARKS:
-                append(self.composite_member(index, record))
+                append(self.composite_candidate(index, record))
+            elif (
+                name.startswith(protected)
+                or start is None
+                or end is None
+                or end < start
+                or (key_infos.get(keys) or self.key_info(keys))[0]
+            ):
+                append(None)
             else:
-                info = key_infos.get(keys) or self.key_info(keys)
-                if (
-                    info[0]
-                    or name.startswith(protected)
-                    or start is None
-                    or end is None
-                    or end < start
-                ):
-                    append(None)
-                else:
-                    duration = end - start
-                    append((index, record, 1, duration, duration, duration, end, info))
+                duration = end - start
+                append(_Candidate(index, record, 1, duration, duration, duration, end, keys))
         return candidates
 
-    def composite_member(self, index: int, record: Record) -> _Member | None:
+    def composite_candidate(self, index: int, record: Record) -> _Candidate | None:
         # Composites carry their members' durations; joins are judged by those, not by length.
-        meta, name, keys, values = record[4], record[5], record[6], record[7]
+        meta, name, keys, values, end = record[4], record[5], record[6], record[7], record[3]
+        if end is None:  # never so: a composite ends when its last member does
+            return None
         if meta & _EXACT_MARK:
             if name.startswith(self.protected):
                 return None
-            keys = keys[:-_EXACT_TAIL]
-            count, total, low, high = values[-_EXACT_TAIL:-1]
+            plain = len(keys) - _EXACT_TAIL
         else:
             # Named after a key attribute, not after its (unprotected) members.
-            keys = keys[:-_SAME_KIND_TAIL]
-            count, total, low, high = values[-_SAME_KIND_TAIL:-4]
-        end = record[3]
-        if end is None:  # never so: a composite ends when its last member does
-            return None
-        return (index, record, count, total, low, high, end, self.key_info(keys))
+            plain = len(keys) - _SAME_KIND_TAIL
+        count, total, low, high = values[plain : plain + 4]
+        varied_keys: tuple[str, ...] = values[plain + 5]
+        return _Candidate(index, record, count, total, low, high, end, keys[:plain] + varied_keys)
+
+    def identity(self, candidate: _Candidate) -> tuple[Hashable, ...]:
+        """The identity keys present and their values: spans differing here never merge."""
+        index = candidate.index
+        if candidate.record is self.records[index]:
+            return self.identities[index]
+        # A composite made in this pass, standing where its last member was.
+        record = candidate.record
+        return _identity_of(self.key_info(record[6])[4], record[7])
 
     # -- exact match -----------------------------------------------------
 
-    def exact_stage(self, candidates: list[_Member | None]) -> list[_Member | None]:
+    def exact_stage(self, candidates: list[_Candidate | None]) -> list[_Candidate | None]:
         limit = self.exact_ns
-        result: list[_Member | None] = []
-        run: list[_Member] = []
+        result: list[_Candidate | None] = []
+        run: list[_Candidate] = []
         run_name = ""
         # Built only once a second candidate of the same name comes: most neighbours
         # differ by name, and then comparing names is all a pass costs.
         run_signature: tuple[Any, ...] | None = None
         for member in candidates:
-            if member is None or member[5] > limit or member[1][4] & _SAME_KIND_MARK:
+            if member is None or member.high > limit or member.record[4] & _SAME_KIND_MARK:
                 if run:
-                    self.close_exact(run, result)
+                    self.close(run, result, EXACT_MATCH)
                     run = []
                 result.append(member)
                 continue
-            name = member[1][5]
+            name = member.record[5]
             if run and name == run_name:
                 if run_signature is None:
-                    run_signature = _exact_signature(run[0])
-                signature = _exact_signature(member)
-                if signature == run_signature or _same_key_set(signature, run_signature):
+                    run_signature = self.exact_signature(run[0])
+                signature = self.exact_signature(member)
+                if signature == run_signature:
                     run.append(member)
                     continue
             else:
                 signature = None
             if run:
-                self.close_exact(run, result)
+                self.close(run, result, EXACT_MATCH)
             run = [member]
             run_name = name
             run_signature = signature
         if run:
-            self.close_exact(run, result)
+            self.close(run, result, EXACT_MATCH)
         return result
 
-    def close_exact(self, run: list[_Member], result: list[_Member | None]) -> None:
-        if len(run) < 2 or sum(member[2] for member in run) < self.min_run:
-            result.extend(run)
-            return
-        first_index, first, count, total, low, high, end, info = run[0]
-        out = self.out
-        merged = self.merged
-        first_id = first[0]
-        for member in run[1:]:
-            index, record, members, duration_sum, shortest, longest, last, _ = member
-            count += members
-            total += duration_sum
-            if shortest < low:
-                low = shortest
-            if longest > high:
-                high = longest
-            if last > end:
-                end = last
-            # The member's slot: its own, or its first member's if it is a composite.
-            out[index] = None
-            merged[record[0]] = first_id
-        meta, keys, values = first[4], first[6], first[7]
-        if meta & _EXACT_MARK:
-            keys, values = keys[:-_EXACT_TAIL], values[:-_EXACT_TAIL]
-        composite: Record = (
-            first_id,
-            first[1],
-            first[2],
-            end,
-            (meta & ~COMPOSITE_MARKS) | _EXACT_MARK,
-            first[5],
-            _composite_keys(keys, _EXACT_ATTRIBUTES),
-            (*values, count, total, low, high, EXACT_MATCH),
-            first[8],
+    def exact_signature(self, member: _Candidate) -> tuple[Any, ...]:
+        """What exact-match siblings share: name, context bits (status included), the key set,
+        where they come from, and the identity keys' values."""
+        record = member.record
+        keys = member.keys
+        key_set = (
+            self.key_info(keys)[3] if not record[4] & COMPOSITE_MARKS else frozenset(member.keys)
         )
-        out[first_index] = composite
-        result.append((first_index, composite, count, total, low, high, end, info))
+        return (
+            record[5],
+            record[4] & _CONTEXT_BITS,
+            key_set,
+            _context(record[8]),
+            self.identity(member),
+        )
 
     # -- same kind -------------------------------------------------------
 
-    def same_kind_stage(self, candidates: list[_Member | None]) -> None:
+    def same_kind_stage(self, candidates: list[_Candidate | None]) -> None:
         limit = self.same_kind_ns
-        run: list[_Member] = []
+        run: list[_Candidate] = []
         run_signature: tuple[Any, ...] = ()
         for member in candidates:
-            signature = (
-                None if member is None or member[5] > limit else _same_kind_signature(member)
-            )
+            signature = None if member is None or member.high > limit else self.kind_of(member)
             if member is None or signature is None:
-                self.close_same_kind(run, run_signature)
+                self.close(run, None, SAME_KIND)
                 run = []
             elif run and signature == run_signature:
                 run.append(member)
             else:
-                self.close_same_kind(run, run_signature)
+                self.close(run, None, SAME_KIND)
                 run = [member]
                 run_signature = signature
-        self.close_same_kind(run, run_signature)
+        self.close(run, None, SAME_KIND)
 
-    def close_same_kind(self, run: list[_Member], signature: tuple[Any, ...]) -> None:
-        if len(run) < 2 or sum(member[2] for member in run) < self.min_run:
-            return
-        first_index, first, count, total, low, high, end, _ = run[0]
-        by_name: dict[str, list[int]] = {}
-        shared = dict(_key_attributes(run[0]))
-        for position, member in enumerate(run):
-            index, record, members, duration_sum, shortest, longest, last, _ = member
-            _count_names(record, members, duration_sum, by_name)
-            if position == 0:
-                continue
-            count += members
-            total += duration_sum
-            low = min(low, shortest)
-            high = max(high, longest)
-            end = max(end, last)
-            if shared:
-                attributes = dict(_key_attributes(member))
-                shared = {k: v for k, v in shared.items() if attributes.get(k) == v}
-            self.out[index] = None
-            self.merged[record[0]] = first[0]
-        _, key, _, value, context = signature
-        composite: Record = (
-            first[0],
-            first[1],
-            first[2],
-            end,
-            (first[4] & ~COMPOSITE_MARKS) | _SAME_KIND_MARK,
-            f"{key}={value}",
-            _composite_keys(tuple(shared), _SAME_KIND_ATTRIBUTES),
-            (
-                *(typed[1] for typed in shared.values()),
-                count,
-                total,
-                low,
-                high,
-                SAME_KIND,
-                tuple(by_name),
-                tuple(sums[0] for sums in by_name.values()),
-                tuple(sums[1] for sums in by_name.values()),
-            ),
-            None if context is None else Extra(None, (), (), 0, 0, 0, *context),
+    def kind_of(self, member: _Candidate) -> tuple[Any, ...] | None:
+        """What same-kind siblings share: context bits, the first `same_kind_keys` attribute
+        present and its value (a str or an int: bools, floats and arrays name no target),
+        where they come from, and the identity keys' values."""
+        record = member.record
+        keys, values = record[6], record[7]
+        present = self.key_info(keys)[2]
+        if not present:
+            return None
+        key, position = present[0]
+        value = values[position]
+        if value.__class__ is not str and value.__class__ is not int:
+            return None
+        return (
+            record[4] & _CONTEXT_BITS,
+            key,
+            value.__class__,
+            value,
+            _context(record[8]),
+            self.identity(member),
         )
-        self.out[first_index] = composite
 
+    # -- composites ------------------------------------------------------
 
-def _exact_signature(member: _Member) -> tuple[Any, ...]:
-    """What exact-match siblings share: name, context bits, attribute keys, where they come
-    from, then the values of the `same_kind_keys` present, each after its type (True == 1,
-    but "true" and "1" are different targets)."""
-    record = member[1]
-    meta, keys, values, extra = record[4], record[6], record[7], record[8]
-    if meta & _EXACT_MARK:
-        keys = keys[:-_EXACT_TAIL]
-    context = None if extra is None else _context(extra)
-    present = member[7][1]
-    if not present:
-        return (record[5], meta & _CONTEXT_BITS, keys, context)
-    if len(present) == 1:
-        value = values[present[0][1]]
-        return (record[5], meta & _CONTEXT_BITS, keys, context, value.__class__, value)
-    return (
-        record[5],
-        meta & _CONTEXT_BITS,
-        keys,
-        context,
-        *[part for _, i in present for part in (values[i].__class__, values[i])],
-    )
+    def close(
+        self, run: list[_Candidate], result: list[_Candidate | None] | None, strategy: str
+    ) -> None:
+        """Turn a run into composites, splitting it wherever values could not be counted exactly."""
+        if len(run) < 2:
+            if result is not None:
+                result.extend(run)
+            return
+        segment: list[_Candidate] = []
+        group: Group | None = None
+        # Exact-match members share their key set: a plain span joins a group in
+        # place, without a view of its own.
+        same_keys = strategy == EXACT_MATCH
+        for member in run:
+            record = member.record
+            if group is not None:
+                if same_keys and not record[4] & COMPOSITE_MARKS:
+                    if group.add_span(record[6], record[7]):
+                        segment.append(member)
+                        continue
+                elif group.add(member.values()):
+                    segment.append(member)
+                    continue
+            view = member.values()
+            if group is not None:
+                self.merge(segment, group, result, strategy)
+            segment = [member]
+            group = Group(view, self.exact_counts)
+        if group is not None:
+            self.merge(segment, group, result, strategy)
 
-
-def _same_kind_signature(member: _Member) -> tuple[Any, ...] | None:
-    present = member[7][1]
-    if not present:
-        return None
-    record = member[1]
-    key, position = present[0]
-    value = record[7][position]
-    # Strings and integers name a target; bools, floats and arrays do not.
-    if value.__class__ is not str and value.__class__ is not int:
-        return None
-    return (record[4] & _CONTEXT_BITS, key, value.__class__, value, _context(record[8]))
-
-
-def _key_attributes(member: _Member) -> list[tuple[str, tuple[type, Any]]]:
-    """The `same_kind_keys` attributes of a candidate, values tagged with their type."""
-    values = member[1][7]
-    return [(key, (values[i].__class__, values[i])) for key, i in member[7][1]]
-
-
-def _count_names(
-    record: Record, members: int, duration_sum: int, by_name: dict[str, list[int]]
-) -> None:
-    if record[4] & _SAME_KIND_MARK:
-        values = record[7]
-        parts: Iterable[tuple[str, int, int]] = zip(values[-3], values[-2], values[-1], strict=True)
-    else:
-        parts = ((record[5], members, duration_sum),)
-    for name, count, total in parts:
-        sums = by_name.get(name)
-        if sums is None:
-            by_name[name] = [count, total]
+    def merge(
+        self,
+        segment: list[_Candidate],
+        group: Group,
+        result: list[_Candidate | None] | None,
+        strategy: str,
+    ) -> None:
+        if len(segment) < 2 or sum(member.count for member in segment) < self.min_run:
+            if result is not None:
+                result.extend(segment)
+            return
+        first = segment[0].record
+        composite_id = first[0]
+        count = total = end = last_index = 0
+        low = high = -1
+        out = self.out
+        merged = self.merged
+        by_name: dict[str, list[int]] = {}
+        for member in segment:
+            count += member.count
+            total += member.total
+            if low < 0 or member.low < low:
+                low = member.low
+            if member.high > high:
+                high = member.high
+            if member.end > end:
+                end = member.end
+            if member.index > last_index:
+                last_index = member.index
+            out[member.index] = None
+            if member.record[0] != composite_id:
+                merged[member.record[0]] = composite_id
+            if strategy == SAME_KIND:
+                _count_names(member, by_name)
+        plain_keys, plain_values, varied = group.attributes(self.max_samples)
+        varied_keys = varied[0]
+        meta = first[4] & ~COMPOSITE_MARKS
+        context = _context(first[8])
+        extra = None if context is None else Extra(None, (), (), 0, 0, 0, *context)
+        if strategy == EXACT_MATCH:
+            composite: Record = (
+                composite_id,
+                first[1],
+                first[2],
+                end,
+                meta | _EXACT_MARK,
+                first[5],
+                _composite_keys(plain_keys, EXACT_TAIL),
+                (
+                    *plain_values,
+                    *(count, total, low, high, EXACT_MATCH),
+                    *varied,
+                ),
+                extra,
+            )
         else:
-            sums[0] += count
-            sums[1] += total
+            # The run's signature guarantees the first same-kind key is plain.
+            key, position = self.key_info(first[6])[2][0]
+            stats = tuple(by_name.values())
+            composite = (
+                composite_id,
+                first[1],
+                first[2],
+                end,
+                meta | _SAME_KIND_MARK,
+                f"{key}={first[7][position]}",
+                _composite_keys(plain_keys, SAME_KIND_TAIL),
+                (
+                    *plain_values,
+                    count,
+                    total,
+                    low,
+                    high,
+                    SAME_KIND,
+                    *varied,
+                    tuple(by_name),
+                    *(tuple(row[column] for row in stats) for column in range(4)),
+                ),
+                extra,
+            )
+        out[last_index] = composite
+        if result is not None:
+            candidate = _Candidate(
+                last_index, composite, count, total, low, high, end, plain_keys + varied_keys
+            )
+            candidate.view = group.view
+            result.append(candidate)
+
+
+def _count_names(member: _Candidate, by_name: dict[str, list[int]]) -> None:
+    for name, count, total, low, high in member.by_name():
+        stats = by_name.get(name)
+        if stats is None:
+            by_name[name] = [count, total, low, high]
+        else:
+            stats[0] += count
+            stats[1] += total
+            if low < stats[2]:
+                stats[2] = low
+            if high > stats[3]:
+                stats[3] = high
 
 
 def _repeated_ids(records: Sequence[Record]) -> set[int]:
@@ -552,17 +794,6 @@ def _repeated_ids(records: Sequence[Record]) -> set[int]:
     for record in records:
         (repeated if record[0] in seen else seen).add(record[0])
     return repeated
-
-
-def _same_key_set(signature: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
-    """Equal but for the order of attribute keys (the application set them in another order)."""
-    return (
-        signature[0] == other[0]
-        and signature[1] == other[1]
-        and signature[3:] == other[3:]
-        and len(signature[2]) == len(other[2])
-        and set(signature[2]) == set(other[2])
-    )
 
 
 def _context(extra: Extra | None) -> tuple[Any, Any, Any] | None:
@@ -611,8 +842,8 @@ def compact_spans(
     """The spans of one trace with similar fast siblings merged into composite spans.
 
     Spans kept as they are are returned as the same objects, in input order;
-    each composite sits where its first member was. None means the default
-    policy.
+    each composite sits where its last member (in input order) was. None means
+    the default policy.
     """
     if policy is None:
         policy = _DEFAULT_POLICY
@@ -713,6 +944,17 @@ def _check_int(name: str, value: object, least: int, meaning: str) -> None:
         raise ValueError(
             f"{name} must be an integer of at least {least} ({meaning}), got {value!r}"
         )
+
+
+def _application_keys(name: str, value: object) -> tuple[str, ...]:
+    keys = _strings(name, value)
+    for key in keys:
+        if key.startswith(_ALWAYS_PROTECTED):
+            raise ValueError(
+                f"{name} must name attributes of the application, not "
+                f"otel-bounded's own ({_ALWAYS_PROTECTED}*), got {key!r}"
+            )
+    return keys
 
 
 def _strings(name: str, value: object) -> tuple[str, ...]:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from array import array
-from bisect import bisect_left
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,15 +25,17 @@ from otel_bounded.core import (
     reinit_after_fork,
 )
 from otel_bounded.errors import TraceNotFound
-from otel_bounded.telemetry import DropReason, TraceEvictionReason
-from otel_bounded.traces.compaction import CompactionPolicy, compact_records
-from otel_bounded.traces.records import HAS_PARENT, PARENT_IS_REMOTE, Record, SpanEncoder, decode
+from otel_bounded.telemetry import DropReason, TraceEvictionReason, UnresolvedReason
+from otel_bounded.traces.compaction import CompactionPolicy
+from otel_bounded.traces.compactor import Compactor
+from otel_bounded.traces.records import Record, SpanEncoder, decode
 
-__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats"]
+__all__ = ["DropReason", "TraceEvictionReason", "TraceStore", "TraceStoreStats", "UnresolvedReason"]
 
 _COMPONENT_TYPE = "otel_bounded_trace_store"
 _EXPORT_BATCH = 512
 _MAX_TRACE_ID = (1 << 128) - 1
+_MAX_SPAN_ID = (1 << 64) - 1
 _HEX_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
@@ -57,7 +56,10 @@ _REMEDY = {
 
 @dataclass(frozen=True)
 class TraceStoreStats:
-    """A consistent snapshot of a store's counts; always received = held + evicted + dropped."""
+    """A consistent snapshot of a store's counts.
+
+    Always received = held + evicted + dropped + compacted (`spans_compacted`).
+    """
 
     traces: int
     spans: int
@@ -72,6 +74,8 @@ class TraceStoreStats:
     received_spans: int = 0
     compactions: int = 0
     spans_compacted: int = 0
+    unresolved_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """Merged-away span ids forgotten while their trace was held, by `UnresolvedReason`."""
 
 
 class TraceStore(SpanProcessor):
@@ -112,6 +116,7 @@ class TraceStore(SpanProcessor):
             "max_spans": max_spans,
             "max_spans_per_trace": max_spans_per_trace,
             "ttl_seconds": ttl_seconds,
+            "max_remembered_ids": None if compaction is None else compaction.max_remembered_ids,
         }
         self._max_spans_per_trace = max_spans_per_trace
         self._traces: BoundedStore[int, list[Record]] = BoundedStore(
@@ -139,7 +144,7 @@ class TraceStore(SpanProcessor):
         self._compactor = (
             None
             if compaction is None
-            else _Compactor(compaction, self._traces, remembered_budget=max_spans)
+            else Compactor(compaction, self._traces, on_unresolved=self._note_unresolved)
         )
         self.component = telemetry.component_attributes(_COMPONENT_TYPE)
         reinit_after_fork(self._at_fork_reinit)
@@ -195,7 +200,7 @@ class TraceStore(SpanProcessor):
             if self._pending_warnings:
                 self._flush_warnings()
 
-    def _record_compacting(self, trace_id: int, record: Record, compactor: _Compactor) -> None:
+    def _record_compacting(self, trace_id: int, record: Record, compactor: Compactor) -> None:
         """`on_end` with compaction: compact before anything is evicted or dropped."""
         traces = self._traces
         if traces.weight >= self._max_spans:
@@ -262,7 +267,11 @@ class TraceStore(SpanProcessor):
         return ids
 
     def get(self, trace_id: int | str) -> tuple[ReadableSpan, ...]:
-        """The spans of a held trace, in the order they ended; `TraceNotFound` otherwise."""
+        """The spans of a held trace, in the order they ended; `TraceNotFound` otherwise.
+
+        "Ended" is when the store received the span; a composite stands where its
+        most recently received member did.
+        """
         key = _trace_key(trace_id)
         with self._lock:
             trace = self._traces.get(key)
@@ -273,6 +282,34 @@ class TraceStore(SpanProcessor):
             raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
         encoder = self._encoder
         return tuple(decode(key, record, encoder) for record in records)
+
+    def resolve(self, trace_id: int | str, span_id: int) -> ReadableSpan | None:
+        """The span that now stands for `span_id` in a held trace: itself, or the composite
+        that holds it since it was merged away; None when no such id is held or remembered.
+
+        `TraceNotFound` when the trace is not held.
+        """
+        key = _trace_key(trace_id)
+        if (
+            isinstance(span_id, bool)
+            or not isinstance(span_id, int)
+            or not 0 < span_id <= _MAX_SPAN_ID
+        ):
+            raise ValueError(f"a span id is a positive 64-bit int, got {span_id!r}")
+        with self._lock:
+            trace = self._traces.get(key)
+            record = None
+            if trace is not None:
+                record = _find(trace, span_id)
+                if record is None and self._compactor is not None:
+                    composite = self._compactor.resolve(key, span_id)
+                    if composite is not None:
+                        record = _find(trace, composite)
+            evicted = sum(self._traces.evictions.values())
+        self._flush_warnings()
+        if trace is None:
+            raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
+        return None if record is None else decode(key, record, self._encoder)
 
     @property
     def evicted_count(self) -> int:
@@ -305,6 +342,9 @@ class TraceStore(SpanProcessor):
                 received_spans=self._received,
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
+                unresolved_by_reason=MappingProxyType(
+                    {} if self._compactor is None else dict(self._compactor.unresolved)
+                ),
             )
 
     def clear(self) -> None:
@@ -361,6 +401,9 @@ class TraceStore(SpanProcessor):
             self._first_error = error
             self._pending_warnings.append(("error", DropReason.ERROR))
 
+    def _note_unresolved(self, reason: str) -> None:
+        self._pending_warnings.append(("unresolved", reason))
+
     def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
         if self._compactor is not None:
             self._compactor.forget(trace_id)
@@ -381,6 +424,23 @@ class TraceStore(SpanProcessor):
         name = self.component[telemetry.COMPONENT_NAME]
         for kind, reason in pending:
             fields: dict[str, str | int | float] = dict(self.component)
+            if kind == "unresolved":
+                fields[telemetry.COMPACTION_UNRESOLVED_REASON] = reason
+                fields[telemetry.CAP_NAME] = "max_remembered_ids"
+                remembered = self._limits["max_remembered_ids"]
+                if remembered is not None:
+                    fields[telemetry.CAP_VALUE] = remembered
+                telemetry.logger.warning(
+                    "TraceStore %s forgot merged-away span ids of a held trace (reason %s): "
+                    "a late child of such a span keeps its original parent id and resolve() "
+                    "returns None for it. Raise CompactionPolicy.max_remembered_ids to "
+                    "remember more. Further ones are counted in %s, not logged.",
+                    name,
+                    reason,
+                    telemetry.TRACE_STORE_COMPACTION_UNRESOLVED,
+                    extra=fields,
+                )
+                continue
             if kind == "error":
                 fields[telemetry.DROP_REASON] = DropReason.ERROR
                 telemetry.logger.warning(
@@ -450,166 +510,6 @@ class TraceStore(SpanProcessor):
         self._lock = threading.Lock()
 
 
-class _Compactor:
-    """A store's compaction state; used under the store's lock only.
-
-    Per trace: the held count at which its next pass is due, whether it grew
-    since its last pass, and the span ids it merged away, so that a child
-    ending after its parent was merged is re-parented to the composite.
-    """
-
-    __slots__ = (
-        "_at_spans",
-        "_dirty",
-        "_due",
-        "_last_pass",
-        "_merged",
-        "_policy",
-        "_remembered",
-        "_remembered_budget",
-        "_traces",
-        "compactions",
-        "spans_compacted",
-    )
-
-    def __init__(
-        self,
-        policy: CompactionPolicy,
-        traces: BoundedStore[int, list[Record]],
-        remembered_budget: int,
-    ) -> None:
-        self._policy = policy
-        self._traces = traces
-        self._at_spans = policy.compact_at_spans
-        self._due: dict[int, int] = {}
-        self._last_pass: dict[int, int] = {}
-        # Traces grown since their last pass, least recently active first.
-        self._dirty: OrderedDict[int, None] = OrderedDict()
-        # Merged-away span ids and their composites, per trace: the 8-byte ids
-        # sorted by member id, a parallel array of slots into the trace's few
-        # composite ids (a dict would cost 7x more); least recently merged
-        # trace first. At most `remembered_budget` ids in
-        # all (the span cap): the oldest trace's are forgotten first.
-        self._merged: OrderedDict[int, tuple[array[int], array[int], array[int]]] = OrderedDict()
-        self._remembered = 0
-        self._remembered_budget = remembered_budget
-        self.compactions = 0
-        self.spans_compacted = 0
-
-    def adopt(self, trace_id: int, record: Record) -> Record:
-        """`record`, re-parented to a composite if its parent was merged away."""
-        if not self._merged or not record[4] & HAS_PARENT:
-            return record
-        merged = self._merged.get(trace_id)
-        if merged is None:
-            return record
-        members, slots, composites = merged
-        parent = record[1]
-        index = bisect_left(members, parent)
-        if index == len(members) or members[index] != parent:
-            return record
-        return (record[0], composites[slots[index]], *record[2:])
-
-    def recorded(self, trace_id: int, records: list[Record], record: Record) -> None:
-        """After `record` was added: compact when due, and when the local root ends."""
-        dirty = self._dirty
-        dirty[trace_id] = None
-        dirty.move_to_end(trace_id)
-        meta = record[4]
-        local_root = not meta & HAS_PARENT or meta & PARENT_IS_REMOTE
-        if local_root or len(records) >= self._due.get(trace_id, self._at_spans):
-            self.compact(trace_id, records)
-
-    def relieve(self, target: int) -> None:
-        """Compact least recently active traces until at most `target` spans are held.
-
-        A pass costs what its trace holds, so a trace is compacted again only
-        once it grew by a quarter since its last pass: amortized O(1) per span.
-        Each trace leaves the queue when looked at and joins it again with its
-        next span.
-        """
-        traces = self._traces
-        dirty = self._dirty
-        last_pass = self._last_pass
-        while dirty and traces.weight > target:
-            trace_id, _ = dirty.popitem(last=False)
-            records = traces.get(trace_id)
-            if records is None:
-                continue
-            last = last_pass.get(trace_id, 0)
-            if len(records) - last >= max(1, last // 4):
-                self.compact(trace_id, records)
-
-    def compact_if_grown(self, trace_id: int, records: list[Record]) -> bool:
-        """Compact a full trace before dropping a span of it, unless nothing changed since."""
-        return trace_id in self._dirty and self.compact(trace_id, records)
-
-    def compact(self, trace_id: int, records: list[Record]) -> bool:
-        """Compact one held trace in place; True when it merged anything."""
-        self._dirty.pop(trace_id, None)
-        result = compact_records(records, self._policy)
-        held = len(result.records)
-        self._due[trace_id] = held + self._at_spans
-        self._last_pass[trace_id] = held
-        if not result.merged_away:
-            return False
-        records[:] = result.records
-        self._traces.set_weight(trace_id, held)
-        self.compactions += 1
-        self.spans_compacted += result.merged_away
-        self._remember(trace_id, result.merged)
-        return True
-
-    def _remember(self, trace_id: int, merged: Mapping[int, int]) -> None:
-        pairs: dict[int, int] = {}
-        held = self._merged.pop(trace_id, None)
-        if held is not None:
-            members, slots, composites = held
-            self._remembered -= len(members)
-            # A composite merged into a larger one: its members now belong to that one.
-            pairs = {
-                member: merged.get(composites[slot], composites[slot])
-                for member, slot in zip(members, slots, strict=True)
-            }
-        pairs.update(merged)
-        if len(pairs) > self._remembered_budget:
-            # Late children come soon after their parent: keep this pass's merges.
-            pairs = dict(list(merged.items())[: self._remembered_budget])
-        # Sorted for bisect in `adopt`; a pass sorts anyway, this is part of it.
-        ordered = sorted(pairs.items())
-        # A trace has few composites: each merged id points at one by a 2-byte slot.
-        composites_of: dict[int, int] = {}
-        for _, composite in ordered:
-            composites_of.setdefault(composite, len(composites_of))
-        self._merged[trace_id] = (
-            array("Q", [member for member, _ in ordered]),
-            array(
-                "H" if len(composites_of) <= 0xFFFF else "I",
-                [composites_of[composite] for _, composite in ordered],
-            ),
-            array("Q", composites_of),
-        )
-        self._remembered += len(ordered)
-        while self._remembered > self._remembered_budget and len(self._merged) > 1:
-            _, (members, _, _) = self._merged.popitem(last=False)
-            self._remembered -= len(members)
-
-    def forget(self, trace_id: int) -> None:
-        self._due.pop(trace_id, None)
-        self._last_pass.pop(trace_id, None)
-        self._dirty.pop(trace_id, None)
-        held = self._merged.pop(trace_id, None)
-        if held is not None:
-            self._remembered -= len(held[0])
-
-    def clear(self) -> None:
-        self._due.clear()
-        self._last_pass.clear()
-        self._dirty.clear()
-        self._merged.clear()
-        self._remembered = 0
-
-
 def _check_cap(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -624,6 +524,13 @@ def _trace_key(trace_id: object) -> int:
         if value > 0:
             return value
     raise ValueError(f"a trace id is a positive 128-bit int or 32 hex digits, got {trace_id!r}")
+
+
+def _find(records: Sequence[Record], span_id: int) -> Record | None:
+    for record in records:
+        if record[0] == span_id:
+            return record
+    return None
 
 
 def _export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> int:
