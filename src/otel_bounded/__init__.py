@@ -16,11 +16,13 @@ from otel_bounded.approvals import (
     ApprovalStatus,
     DelegationHop,
 )
+from otel_bounded.audit import AuditLog
 from otel_bounded.configurator import get_trace_store
 from otel_bounded.core import BoundedStore, EvictionReason
 from otel_bounded.errors import (
     ApprovalError,
     ApprovalReason,
+    AuditLogError,
     RevocationStoreUnavailable,
     TokenError,
     TokenExpired,
@@ -58,6 +60,8 @@ __all__ = [
     "ApprovalReason",
     "ApprovalScope",
     "ApprovalStatus",
+    "AuditLog",
+    "AuditLogError",
     "BoundedStore",
     "CapabilityToken",
     "CompactionPolicy",

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from otel_bounded import config, demo
+from otel_bounded.audit import cli as audit_cli
 from otel_bounded.version import __version__
 
 __all__ = ["main"]
@@ -27,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version and usage errors
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    if args.command == "audit":
+        return audit_cli.run(args, sys.stdout, sys.stderr)
     if args.command == "demo":
         return demo.run(args.steps, otlp=args.otlp, stdout=sys.stdout, stderr=sys.stderr)
     return show_config(os.environ, as_json=args.json, stdout=sys.stdout)
@@ -75,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit_cli.add_parser(commands)
     return parser
 
 

@@ -316,6 +316,58 @@ APPROVAL_STORE = Variable(
     redact=redact_url,
 )
 
+
+def _byte_cap(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2 * MIN_AUDIT_SEGMENT_BYTES:
+        raise ValueError(f"must be at least {2 * MIN_AUDIT_SEGMENT_BYTES}")
+    return value
+
+
+def _audit_key(text: str) -> str:
+    # The reasons never quote the value: it is a secret.
+    stripped = text.strip()
+    if not (re.fullmatch(r"[0-9a-fA-F]{64}", stripped) or stripped.startswith("-----BEGIN")):
+        raise ValueError("not 64 hex digits or a PEM private key")
+    return text
+
+
+MIN_AUDIT_SEGMENT_BYTES = 4096
+"""Smallest audit segment accepted, in bytes."""
+
+AUDIT_PATH = Variable(
+    "OTEL_BOUNDED_AUDIT_PATH",
+    None,
+    str,
+    "a directory (unset: no audit log)",
+    "Directory of the hash-chained audit log that from_env() attaches to stores and providers.",
+    strict=True,
+)
+AUDIT_MAX_BYTES = Variable(
+    "OTEL_BOUNDED_AUDIT_MAX_BYTES",
+    256 * 1024 * 1024,
+    _byte_cap,
+    f"integer >= {2 * MIN_AUDIT_SEGMENT_BYTES}",
+    "Most bytes the audit log's segments hold; the oldest go first, after a retention record.",
+)
+AUDIT_KEY = Variable(
+    "OTEL_BOUNDED_AUDIT_KEY",
+    None,
+    _audit_key,
+    "Ed25519 private key: 64 hex digits or PEM (unset: checkpoints are not signed)",
+    "Signs the audit log's checkpoints; verifiers need only its public key.",
+    strict=True,
+    secret=True,
+)
+AUDIT_KEY_FILE = Variable(
+    "OTEL_BOUNDED_AUDIT_KEY_FILE",
+    None,
+    _readable_file,
+    "path to a file holding the key",
+    "Read the audit signing key from this file instead of OTEL_BOUNDED_AUDIT_KEY.",
+    strict=True,
+)
+
 VARIABLES: tuple[Variable, ...] = (
     TRACE_MAX_TRACES,
     TRACE_MAX_SPANS,
@@ -331,6 +383,10 @@ VARIABLES: tuple[Variable, ...] = (
     TOKEN_SWEEP_INTERVAL_SECONDS,
     REVOCATION_STORE,
     APPROVAL_STORE,
+    AUDIT_PATH,
+    AUDIT_MAX_BYTES,
+    AUDIT_KEY,
+    AUDIT_KEY_FILE,
 )
 
 

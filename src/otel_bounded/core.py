@@ -18,17 +18,22 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, Protocol, TypeVar
 
 __all__ = [
     "ENTRY_FULL",
+    "NO_AUDIT",
     "NO_ROOM",
+    "AuditSink",
     "BoundedStore",
     "Clock",
     "EvictionReason",
+    "NoOpAuditSink",
     "Refusal",
+    "audit_from_env",
     "reinit_after_fork",
+    "set_audit_opener",
     "validate_clock",
 ]
 
@@ -59,6 +64,56 @@ ENTRY_FULL = Refusal("entry_full")
 """The entry would pass `max_entry_weight`."""
 NO_ROOM = Refusal("no_room")
 """The entry would not fit under `max_weight` even with every other entry evicted."""
+
+
+class AuditSink(Protocol):
+    """Where stores record what leaves memory and what they decide, for an audit trail.
+
+    `append` never blocks and never raises: it only queues the record, which
+    a writer elsewhere encodes and stores. The payload must not be changed
+    after it is appended. Its values are JSON values, or zero-argument
+    callables the writer calls off the caller's thread (so that the caller
+    never pays for encoding); a callable may return a sequence of SDK
+    `ReadableSpan`s, which the writer stores in the OTLP JSON encoding.
+    """
+
+    def append(self, kind: str, payload: Mapping[str, object]) -> None: ...
+
+
+class NoOpAuditSink:
+    """The sink used when no audit log is attached: appends cost one call and nothing else."""
+
+    __slots__ = ()
+
+    def append(self, kind: str, payload: Mapping[str, object]) -> None:
+        pass
+
+
+NO_AUDIT: AuditSink = NoOpAuditSink()
+"""The shared no-op sink; stores hold it instead of asking whether an audit log is attached."""
+
+_audit_opener: Callable[[], AuditSink] | None = None
+
+
+def set_audit_opener(opener: Callable[[], AuditSink]) -> None:
+    """How `audit_from_env` opens the configured log; `otel_bounded.audit` sets it on import.
+
+    The capabilities reach the audit log only through this hook, never by importing it.
+    """
+    global _audit_opener
+    _audit_opener = opener
+
+
+def audit_from_env() -> AuditSink:
+    """The log ``OTEL_BOUNDED_AUDIT_PATH`` names, shared by every `from_env` of the process.
+
+    `NO_AUDIT` when the variable is unset. Importing any part of otel_bounded
+    imports `otel_bounded.audit`, which installs the opener.
+    """
+    opener = _audit_opener
+    if opener is None:
+        raise RuntimeError("otel_bounded.audit is not imported, so no audit log can be opened")
+    return opener()
 
 
 class EvictionReason:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ApprovalError",
     "ApprovalReason",
+    "AuditLogError",
     "RevocationStoreUnavailable",
     "TokenError",
     "TokenExpired",
@@ -115,3 +116,12 @@ class ApprovalError(Exception):
         super().__init__(f"{reason_code}: {message}")
         self.reason_code = reason_code
         self.approval_id = approval_id
+
+
+class AuditLogError(Exception):
+    """An audit log that cannot be opened as it is: held by another writer, or damaged inside.
+
+    Never raised by `AuditLog.append`. A damaged log is never repaired
+    silently: verify it (``otel-bounded audit verify``), keep it as evidence,
+    and start a new log elsewhere.
+    """

@@ -115,6 +115,16 @@ APPROVAL_DECISIONS = "otel_bounded.approval.decisions"
 APPROVAL_GRANTS = "otel_bounded.approval.grants"
 APPROVAL_EVICTIONS = "otel_bounded.approval.evictions"
 
+AUDIT_RECORDS = "otel_bounded.audit.records"
+AUDIT_DROPPED = "otel_bounded.audit.dropped"
+AUDIT_BYTES = "otel_bounded.audit.bytes"
+AUDIT_QUEUE_SIZE = "otel_bounded.audit.queue.size"
+AUDIT_SEGMENTS_REMOVED = "otel_bounded.audit.segments.removed"
+AUDIT_RECORDS_REMOVED = "otel_bounded.audit.records.removed"
+AUDIT_TORN_TAILS = "otel_bounded.audit.torn_tails"
+AUDIT_WRITE_ERRORS = "otel_bounded.audit.write_errors"
+AUDIT_PAYLOADS_OMITTED = "otel_bounded.audit.payloads.omitted"
+
 # -- spans -------------------------------------------------------------------
 
 SPAN_TOKEN_REVOKE = "otel_bounded.token.revoke"
@@ -123,6 +133,16 @@ SPAN_TOKEN_SWEEP = "otel_bounded.token.sweep"
 
 SPAN_APPROVAL_PREFIX = "otel_bounded.approval."
 """Followed by request | approve | deny | delegate | verify | consume | revoke."""
+
+# -- audit record kinds --------------------------------------------------------
+
+AUDIT_TRACE_EVICTED = "trace.evicted"
+"""A whole trace evicted from a TraceStore: its spans in OTLP JSON and the eviction reason."""
+AUDIT_TOKEN_REVOKE = "token.revoke"
+AUDIT_TOKEN_REVOKE_ALL = "token.revoke_all"
+AUDIT_TOKEN_SWEEP = "token.sweep"
+AUDIT_APPROVAL_PREFIX = "approval."
+"""Followed by the operation, as on the approval spans; the payload holds the span's facts."""
 
 # -- helpers -----------------------------------------------------------------
 
@@ -513,4 +533,117 @@ def _create_approval_instruments(meter: metrics.Meter, owners: Owners) -> None:
         callbacks=[_callback(owners, _counts_by("evictions", EVICTION_REASON, "telemetry_counts"))],
         unit="{grant}",
         description="Ended approval grants evicted, by reason: retention or max_terminal.",
+    )
+
+
+class AuditDropReason:
+    """Values of ``otel_bounded.drop.reason`` on the audit dropped metric."""
+
+    QUEUE_FULL = "queue_full"
+    """The writer could not keep up: written into the chain as a gap record."""
+    WRITE_ERROR = "write_error"
+    """The disk refused a write: written into the chain as a gap record once it accepts one."""
+    INVALID_KIND = "invalid_kind"
+    """A kind that is not a dotted lower-case name, or one the log writes itself: a gap record."""
+    CLOSED = "closed"
+    """Appended after `close()`: the log has ended, so no record can say so."""
+    FORKED = "forked"
+    """Appended in a forked child, which never writes its parent's log."""
+
+    ALL = (QUEUE_FULL, WRITE_ERROR, INVALID_KIND, CLOSED, FORKED)
+
+
+class AuditOmitReason:
+    """Values of ``otel_bounded.audit.omit.reason``: why a record was kept without its payload."""
+
+    TOO_LARGE = "too_large"
+    UNENCODABLE = "unencodable"
+
+    ALL = (TOO_LARGE, UNENCODABLE)
+
+
+AUDIT_OMIT_REASON = "otel_bounded.audit.omit.reason"
+
+
+@dataclass(frozen=True)
+class AuditCounts:
+    """What the audit instruments read at collection time."""
+
+    records: int
+    dropped: Mapping[str, int]
+    bytes: int
+    queued: int
+    segments_removed: int
+    records_removed: int
+    torn_tails: int
+    write_errors: int
+    omitted: Mapping[str, int]
+
+
+class HasAuditCounts(Protocol):
+    def telemetry_counts(self) -> AuditCounts: ...
+
+
+def register_audit_instruments(
+    meter_provider: MeterProvider | None, log: HasAuditCounts, component: Mapping[str, str]
+) -> None:
+    """Report `log` through the audit instruments, read from `telemetry_counts()`."""
+    _join(meter_provider, "audit_log", log, component, _create_audit_instruments)
+
+
+def _create_audit_instruments(meter: metrics.Meter, owners: Owners) -> None:
+    source = "telemetry_counts"
+    meter.create_observable_counter(
+        AUDIT_RECORDS,
+        callbacks=[_callback(owners, _count("records", source))],
+        unit="{record}",
+        description="Records written to the audit log, its own checkpoints included.",
+    )
+    meter.create_observable_counter(
+        AUDIT_DROPPED,
+        callbacks=[_callback(owners, _counts_by("dropped", DROP_REASON, source))],
+        unit="{record}",
+        description="Appends that never became records, by reason; gaps are also in the chain.",
+    )
+    meter.create_observable_up_down_counter(
+        AUDIT_BYTES,
+        callbacks=[_callback(owners, _count("bytes", source))],
+        unit="By",
+        description="Bytes the audit log's segments hold on disk, never above max_bytes.",
+    )
+    meter.create_observable_up_down_counter(
+        AUDIT_QUEUE_SIZE,
+        callbacks=[_callback(owners, _count("queued", source))],
+        unit="{record}",
+        description="Appends waiting for the audit log's writer thread.",
+    )
+    meter.create_observable_counter(
+        AUDIT_SEGMENTS_REMOVED,
+        callbacks=[_callback(owners, _count("segments_removed", source))],
+        unit="{segment}",
+        description="Oldest segments removed under max_bytes, each after a retention record.",
+    )
+    meter.create_observable_counter(
+        AUDIT_RECORDS_REMOVED,
+        callbacks=[_callback(owners, _count("records_removed", source))],
+        unit="{record}",
+        description="Records in the segments removed under max_bytes.",
+    )
+    meter.create_observable_counter(
+        AUDIT_TORN_TAILS,
+        callbacks=[_callback(owners, _count("torn_tails", source))],
+        unit="{tail}",
+        description="Torn tails (a crash mid-write) found and sealed over when the log opened.",
+    )
+    meter.create_observable_counter(
+        AUDIT_WRITE_ERRORS,
+        callbacks=[_callback(owners, _count("write_errors", source))],
+        unit="{error}",
+        description="Writes the disk refused; the records lost are written as a gap record.",
+    )
+    meter.create_observable_counter(
+        AUDIT_PAYLOADS_OMITTED,
+        callbacks=[_callback(owners, _counts_by("omitted", AUDIT_OMIT_REASON, source))],
+        unit="{record}",
+        description="Records written without their payload (its size and hash kept), by reason.",
     )

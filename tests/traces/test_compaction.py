@@ -8,10 +8,11 @@ import math
 from typing import Any
 
 import pytest
+from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from otel_bounded.telemetry import (
     COMPOSITE_COUNT,
@@ -915,3 +916,50 @@ def test_from_env_warns_about_an_invalid_value_and_uses_the_default(
     assert "OTEL_BOUNDED_TRACE_COMPACTION_EXACT_MATCH_MAX_DURATION_MS='-3' is invalid" in (
         caplog.text
     )
+
+
+def test_a_count_that_cannot_stay_exact_is_a_lower_bound_never_more_than_there_were() -> None:
+    # Chunks 1, 2, 0, 1, ...: three distinct values in all. Two exact passes leave two
+    # composites, each showing two of its three chunks; merging them, nobody knows
+    # whether their hidden values are the same: at least 3, flagged, never 6.
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    for index in range(16):
+        attributes = {"db.system": "x", "chunk": index % 3}
+        builder.span("SELECT", root, start_ms=2 * index + 1, attributes=attributes)
+    records = records_of(builder.finish())
+    policy = CompactionPolicy(max_varied_samples=2)
+    first = compact_records(records[:8], policy)
+    second = compact_records([*first.records, *records[8:16]], policy)
+    assert [r[4] & COMPOSITE_MARKS != 0 for r in second.records] == [False, True, True, False]
+
+    third = compact_records(second.records, policy, exact_counts=False)
+
+    (composite,) = [r for r in third.records if r[4] & COMPOSITE_MARKS]
+    values = dict(zip(composite[6], composite[7], strict=True))
+    assert values[COMPOSITE_COUNT] == 14
+    assert values[COMPOSITE_VARIED_KEYS] == ("chunk",)
+    assert values[COMPOSITE_VARIED_DISTINCT] == (3,)
+    assert values[COMPOSITE_VARIED_DISTINCT_EXACT] == (False,)
+    assert len(json.loads(values[COMPOSITE_VARIED_SAMPLES][0])) == 2
+
+
+def test_the_target_of_a_link_from_the_trace_stays_a_plain_span() -> None:
+    builder = TraceBuilder()
+    root = builder.span("root", duration_ms=1_000)
+    steps = [builder.span("step", root, start_ms=2 * index + 1) for index in range(6)]
+    target = steps[2].get_span_context()
+    follower = builder.tracer.start_span(
+        "summarize",
+        context=trace_api.set_span_in_context(root),
+        links=[Link(target)],
+        start_time=T0 + 30 * MS,
+    )
+    follower.end(end_time=T0 + 31 * MS)
+    builder.finish()
+    spans = list(builder.exporter.get_finished_spans())
+
+    kept = compact_spans(spans)
+
+    assert any(span.context.span_id == target.span_id for span in kept)
+    assert [composite_count(s) for s in kept if is_composite(s)] == [2]

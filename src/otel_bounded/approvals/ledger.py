@@ -54,7 +54,14 @@ from otel_bounded.approvals.stores import (
     StoreBounds,
     open_approval_store,
 )
-from otel_bounded.core import Clock, reinit_after_fork, validate_clock
+from otel_bounded.core import (
+    NO_AUDIT,
+    AuditSink,
+    Clock,
+    audit_from_env,
+    reinit_after_fork,
+    validate_clock,
+)
 from otel_bounded.errors import ApprovalError, ApprovalReason
 from otel_bounded.storage import StoreFailure
 from otel_bounded.telemetry import ApprovalCounts
@@ -153,6 +160,7 @@ class ApprovalLedger:
         max_delegation_depth: int = MAX_DELEGATION_DEPTH,
         max_pending_per_requester: int = DEFAULT_MAX_PENDING_PER_REQUESTER,
         store: ApprovalStore | str | None = None,
+        audit: AuditSink = NO_AUDIT,
     ) -> None:
         self._bounds = StoreBounds(
             max_live=check_count("max_live", max_live),
@@ -167,6 +175,9 @@ class ApprovalLedger:
         )
         self._request_ttl = check_seconds("request_ttl_seconds", request_ttl_seconds)
         self._clock = validate_clock(clock)
+        self._audit = audit
+        # The span's facts are worked out only for a recording span or an audit log.
+        self._audited = audit is not NO_AUDIT
         self._tracer = telemetry.get_tracer(tracer_provider)
         if store is None:
             store = "memory"
@@ -188,6 +199,8 @@ class ApprovalLedger:
         variable: falling back to memory would silently lose approvals on
         restart and split them between replicas.
         """
+        if "audit" not in overrides:
+            overrides["audit"] = audit_from_env()
         if "store" not in overrides:
             url = config.read(config.APPROVAL_STORE)
             try:
@@ -631,11 +644,12 @@ class ApprovalLedger:
                 outcome = refused
             result = self._decided(operation, now, actor, outcome, reason)
             # What was presented is escaped and searched for tokens only for a span
-            # that records it: with no tracer configured, that costs nothing.
-            if span.is_recording():
-                span.set_attributes(
-                    self._span_attributes(actor, presented_scope, outcome, store_down)
-                )
+            # that records it or an audit log: with neither, that costs nothing.
+            if span.is_recording() or self._audited:
+                attributes = self._span_attributes(actor, presented_scope, outcome, store_down)
+                span.set_attributes(attributes)
+                # The span's facts, never a token; `attributes` is not touched after this.
+                self._audit.append(telemetry.AUDIT_APPROVAL_PREFIX + operation, attributes)
         except BaseException as unexpected:
             span.set_status(Status(StatusCode.ERROR, type(unexpected).__name__))
             span.end()

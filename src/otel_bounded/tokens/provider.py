@@ -17,7 +17,15 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from otel_bounded import config, telemetry
-from otel_bounded.core import BoundedStore, Clock, reinit_after_fork, validate_clock
+from otel_bounded.core import (
+    NO_AUDIT,
+    AuditSink,
+    BoundedStore,
+    Clock,
+    audit_from_env,
+    reinit_after_fork,
+    validate_clock,
+)
 from otel_bounded.errors import (
     RevocationStoreUnavailable,
     TokenExpired,
@@ -104,8 +112,10 @@ class HMACTokenProvider:
         revocations: RevocationStore | str | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        audit: AuditSink = NO_AUDIT,
     ) -> None:
         self._clock = validate_clock(clock)
+        self._audit = audit
         self._max_ttl = _positive_seconds("max_ttl_seconds", max_ttl_seconds)
         if self._max_ttl > MAX_TTL_CEILING_SECONDS:
             raise ValueError(
@@ -175,6 +185,8 @@ class HMACTokenProvider:
         )
         if "secret" not in overrides:
             settings["secret"] = _secret_from_env()
+        if "audit" not in overrides:
+            settings["audit"] = audit_from_env()
         opened: RevocationStore | None = None
         if "revocations" not in overrides:
             url = config.read(config.REVOCATION_STORE)
@@ -451,6 +463,16 @@ class HMACTokenProvider:
                 span.set_attribute(telemetry.PRINCIPAL_ID, known[0])
             span.set_attribute(telemetry.TOKEN_EXPIRES_AT, expires_at)
             span.set_attribute(telemetry.REVOKE_NEWLY, newly)
+        self._audit.append(
+            telemetry.AUDIT_TOKEN_REVOKE,
+            {
+                "token_id": token_id,
+                "principal_id": known[0] if known is not None else None,
+                "expires_at": expires_at,
+                "newly_revoked": newly,
+                **self._span_attributes,
+            },
+        )
         return newly
 
     def revoke_all(self, principal_id: str) -> int:
@@ -486,6 +508,15 @@ class HMACTokenProvider:
                     self._issue_floor = cutoff
             span.set_attribute(telemetry.REVOKE_ALL_CUTOFF, cutoff)
             span.set_attribute(telemetry.REVOKE_ALL_COUNT, newly)
+        self._audit.append(
+            telemetry.AUDIT_TOKEN_REVOKE_ALL,
+            {
+                "principal_id": principal_id,
+                "cutoff": cutoff,
+                "newly_revoked": newly,
+                **self._span_attributes,
+            },
+        )
         return newly
 
     def sweep(self) -> int:
@@ -688,6 +719,15 @@ class HMACTokenProvider:
                 self._last_count = remaining
             span.set_attribute(telemetry.SWEEP_REMOVED, removed)
             span.set_attribute(telemetry.SWEEP_REMAINING, remaining)
+        self._audit.append(
+            telemetry.AUDIT_TOKEN_SWEEP,
+            {
+                "removed": removed,
+                "remaining": remaining,
+                "trigger": trigger,
+                **self._span_attributes,
+            },
+        )
         return removed
 
     def _forget_issued(self, token_id: str, entry: tuple[str, float, float], _reason: str) -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -18,10 +19,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_bounded import config, telemetry
 from otel_bounded.core import (
     ENTRY_FULL,
+    NO_AUDIT,
+    AuditSink,
     BoundedStore,
     Clock,
     EvictionReason,
     Refusal,
+    audit_from_env,
     reinit_after_fork,
 )
 from otel_bounded.errors import TraceNotFound
@@ -97,6 +101,7 @@ class TraceStore(SpanProcessor):
         clock: Clock = time.time,
         meter_provider: MeterProvider | None = None,
         compaction: CompactionPolicy | None = None,
+        audit: AuditSink = NO_AUDIT,
     ) -> None:
         _check_cap("max_traces", max_traces)
         _check_cap("max_spans", max_spans)
@@ -127,6 +132,7 @@ class TraceStore(SpanProcessor):
             clock=clock,
             on_evict=self._on_evict,
         )
+        self._audit = audit
         self._encoder = SpanEncoder()
         self._encode = self._encoder.encode
         self._lock = threading.Lock()
@@ -164,6 +170,8 @@ class TraceStore(SpanProcessor):
         )
         if "compaction" not in overrides:
             arguments["compaction"] = CompactionPolicy.from_env()
+        if "audit" not in overrides:
+            arguments["audit"] = audit_from_env()
         return cls(**arguments)
 
     # -- SpanProcessor ---------------------------------------------------
@@ -343,7 +351,9 @@ class TraceStore(SpanProcessor):
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
                 unresolved_by_reason=MappingProxyType(
-                    {} if self._compactor is None else dict(self._compactor.unresolved)
+                    {UnresolvedReason.MAX_REMEMBERED_IDS: 0}
+                    if self._compactor is None
+                    else dict(self._compactor.unresolved)
                 ),
             )
 
@@ -404,13 +414,23 @@ class TraceStore(SpanProcessor):
     def _note_unresolved(self, reason: str) -> None:
         self._pending_warnings.append(("unresolved", reason))
 
-    def _on_evict(self, trace_id: int, _records: list[Record], reason: str) -> None:
+    def _on_evict(self, trace_id: int, records: list[Record], reason: str) -> None:
+        # The spans are decoded and encoded by the audit log's writer, off this thread.
+        self._audit.append(
+            telemetry.AUDIT_TRACE_EVICTED,
+            {
+                "trace_id": f"{trace_id:032x}",
+                "reason": _REASONS[reason],
+                "span_count": len(records),
+                "spans": partial(_decode_all, trace_id, records, self._encoder),
+            },
+        )
         if self._compactor is not None:
             self._compactor.forget(trace_id)
         if "evict" not in self._warned:
             self._warned.add("evict")
             self._pending_warnings.append(("evict", _REASONS[reason]))
-            if self._compactor is None:
+            if self._compactor is None and self._audit is NO_AUDIT:
                 # Only the first eviction is logged; later ones are counted by the core alone.
                 self._traces.on_evict = None
 
@@ -531,6 +551,12 @@ def _find(records: Sequence[Record], span_id: int) -> Record | None:
         if record[0] == span_id:
             return record
     return None
+
+
+def _decode_all(
+    trace_id: int, records: list[Record], encoder: SpanEncoder
+) -> tuple[ReadableSpan, ...]:
+    return tuple(decode(trace_id, record, encoder) for record in records)
 
 
 def _export(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> int:
