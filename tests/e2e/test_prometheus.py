@@ -60,6 +60,9 @@ SERIES = {
     telemetry.TRACE_STORE_SPANS_DROPPED: "otel_bounded_trace_store_spans_dropped_total",
     telemetry.TRACE_STORE_COMPACTIONS: "otel_bounded_trace_store_compactions_total",
     telemetry.TRACE_STORE_SPANS_COMPACTED: "otel_bounded_trace_store_spans_compacted_total",
+    telemetry.TRACE_STORE_COMPACTION_UNRESOLVED: (
+        "otel_bounded_trace_store_compaction_unresolved_total"
+    ),
     telemetry.TOKEN_REVOCATIONS: "otel_bounded_token_revocations",
     telemetry.TOKEN_REVOCATIONS_SWEPT: "otel_bounded_token_revocations_swept_total",
     telemetry.TOKEN_VERIFICATIONS: "otel_bounded_token_verifications_total",
