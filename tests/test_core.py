@@ -142,10 +142,11 @@ def test_an_expired_oldest_entry_is_counted_as_expired_not_as_pushed_out() -> No
     store.put("b", 2)
     clock.advance(10)
     store.put("c", 3)
+    # Both had been idle for the ttl: both go as expired, before any is pushed out.
     assert store.evictions == {
         EvictionReason.CAPACITY: 0,
         EvictionReason.WEIGHT: 0,
-        EvictionReason.EXPIRED: 1,
+        EvictionReason.EXPIRED: 2,
     }
 
 
@@ -217,3 +218,102 @@ def test_bounds_hold_after_every_call_and_eviction_is_deterministic(
         return list(store), dict(store.evictions), evicted
 
     assert run() == run()
+
+
+def test_a_cap_evicts_an_expired_entry_before_a_live_older_one() -> None:
+    clock = FakeClock()
+    store: BoundedStore[str, str] = BoundedStore(2, clock=clock)
+    store.put("live", "l", expires_at=clock.now + 3600)
+    store.put("short", "s", expires_at=clock.now + 5)
+    clock.advance(10)
+
+    store.put("new", "n")
+
+    assert list(store) == ["live", "new"]
+    assert store.evictions[EvictionReason.EXPIRED] == 1
+    assert store.evictions[EvictionReason.CAPACITY] == 0
+
+
+def test_a_weight_bound_evicts_expired_entries_first_in_put_and_grow() -> None:
+    clock = FakeClock()
+    store: BoundedStore[str, str] = BoundedStore(max_weight=4, clock=clock)
+    store.put("live", "l", weight=2, expires_at=clock.now + 3600)
+    store.put("short", "s", weight=2, expires_at=clock.now + 5)
+    clock.advance(10)
+    store.put("new", "n", weight=1)
+    assert list(store) == ["live", "new"]
+    store.put("short2", "s", weight=1, expires_at=clock.now + 1)
+    clock.advance(2)
+    assert store.grow("new", 1) == "n"
+    assert list(store) == ["live", "new"]
+    assert store.evictions[EvictionReason.EXPIRED] == 2
+    assert store.evictions[EvictionReason.WEIGHT] == 0
+
+
+def _unexpired(store: BoundedStore[int, int], key: int, now: float) -> bool:
+    expires_at = store.expires_at(key)
+    return expires_at is None or expires_at > now
+
+
+class _ModelEntry:
+    """An entry of the reference model: a plain list, oldest first."""
+
+    def __init__(self, key: int, expires_at: float | None) -> None:
+        self.key = key
+        self.expires_at = expires_at
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("put"), st.integers(0, 12), st.sampled_from([None, 1.0, 5.0, 50.0, 500.0])
+            ),
+            st.tuples(st.just("advance"), st.sampled_from([0.5, 3.0, 20.0, 100.0]), st.none()),
+            st.tuples(st.just("get"), st.integers(0, 12), st.none()),
+        ),
+        max_size=120,
+    ),
+    st.integers(1, 6),
+)
+def test_a_cap_never_evicts_a_live_entry_while_an_expired_one_is_held(
+    operations: list[tuple[str, float, float | None]], max_entries: int
+) -> None:
+    clock = FakeClock(0.0)
+    pushed_out: list[int] = []
+    store: BoundedStore[int, int] = BoundedStore(
+        max_entries,
+        clock=clock,
+        on_evict=lambda k, v, r: pushed_out.append(k) if r == EvictionReason.CAPACITY else None,
+    )
+    model: list[_ModelEntry] = []
+    model_pushed_out: list[int] = []
+    for operation, argument, ttl in operations:
+        now = clock.now
+        if operation == "advance":
+            clock.advance(argument)
+        elif operation == "get":
+            held = next((e for e in model if e.key == argument and not e.expired(now)), None)
+            assert store.get(int(argument)) == (held.key if held else None)
+        else:
+            key = int(argument)
+            model = [entry for entry in model if entry.key != key]
+            if len(model) >= max_entries:
+                model = [entry for entry in model if not entry.expired(now)]
+            while len(model) >= max_entries:
+                model_pushed_out.append(model.pop(0).key)
+            model.append(_ModelEntry(key, None if ttl is None else now + ttl))
+            store.put(key, key, expires_at=None if ttl is None else now + ttl)
+        live = [entry.key for entry in model if not entry.expired(clock.now)]
+        assert [key for key in store if _unexpired(store, key, clock.now)] == live
+        assert pushed_out == model_pushed_out
+
+
+@pytest.mark.parametrize("reading", [float("nan"), float("inf"), float("-inf")])
+def test_a_clock_whose_first_reading_is_not_finite_is_refused(reading: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        BoundedStore(clock=lambda: reading)

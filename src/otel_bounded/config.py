@@ -281,6 +281,8 @@ TOKEN_SECRET_FILE = Variable(
     "path to a file holding the secret",
     "Read the HMAC key from this file instead of OTEL_BOUNDED_TOKEN_SECRET.",
     strict=True,
+    # Never shown: a secret put here instead of its path would be echoed.
+    secret=True,
 )
 TOKEN_MAX_TTL_SECONDS = Variable(
     "OTEL_BOUNDED_TOKEN_MAX_TTL_SECONDS",

@@ -14,6 +14,7 @@ operation usually spans several calls.
 from __future__ import annotations
 
 import heapq
+import math
 import os
 import time
 import weakref
@@ -129,8 +130,9 @@ def validate_clock(clock: Clock) -> Clock:
     if not callable(clock):
         raise ValueError(f"clock must be a zero-argument callable returning seconds: {clock!r}")
     sample = clock()
-    if isinstance(sample, bool) or not isinstance(sample, int | float):
-        raise ValueError(f"clock() must return Unix seconds as a number, not {sample!r}")
+    # NaN compares false with everything: a store started on it would never expire anything.
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not math.isfinite(sample):
+        raise ValueError(f"clock() must return Unix seconds as a finite number, not {sample!r}")
     return clock
 
 
@@ -142,7 +144,10 @@ class BoundedStore(Generic[K, V]):
     and an absolute `expires_at` per entry given to `put`.
 
     Eviction is oldest first and deterministic: the same calls with the same
-    clock readings evict the same keys. Every eviction is counted per reason
+    clock readings evict the same keys. When a bound forces an eviction,
+    every entry already expired (by idleness or by its own `expires_at`,
+    wherever it sits in the order) goes first, counted as expired: a cap
+    never pushes out a live entry while an expired one stays. Every eviction is counted per reason
     in `evictions` and handed to `on_evict(key, value, reason)`, a callback
     its owner may replace or remove at any time.
     """
@@ -286,11 +291,14 @@ class BoundedStore(Generic[K, V]):
             del entries[key]
             self._expires.pop(key, None)
         max_entries = self._max_entries
-        if max_entries is not None:
+        if max_entries is not None and len(entries) >= max_entries:
+            self._expire_before_evicting(now)
             while len(entries) >= max_entries:
                 self._evict_oldest(EvictionReason.CAPACITY, now)
         if weights is not None:
             weight_cap = self._weight_cap
+            if entries and self._weight + weight > weight_cap:
+                self._expire_before_evicting(now)
             while entries and self._weight + weight > weight_cap:
                 self._evict_oldest(EvictionReason.WEIGHT, now)
             weights[key] = weight
@@ -335,7 +343,9 @@ class BoundedStore(Generic[K, V]):
         if new_weight > weight_cap:
             return NO_ROOM
         self._entries.move_to_end(key)
-        # `key` is newest now, so this never evicts it.
+        if self._weight + delta > weight_cap:
+            self._expire_before_evicting(now)
+        # `key` is newest now (and live), so this never evicts it.
         while self._weight + delta > weight_cap:
             self._evict_oldest(EvictionReason.WEIGHT, now)
         weights[key] = new_weight
@@ -365,9 +375,13 @@ class BoundedStore(Generic[K, V]):
         self._forget(key)
         return value
 
-    def expire(self) -> int:
-        """Evict every expired entry; costs what it removes, not what it keeps."""
-        now = self._clock()
+    def expire(self, *, now: float | None = None) -> int:
+        """Evict every expired entry; costs what it removes, not what it keeps.
+
+        `now` (default: the clock) is the moment expiry is judged at.
+        """
+        if now is None:
+            now = self._clock()
         removed = 0
         touched = self._touched
         if touched is not None:
@@ -419,6 +433,11 @@ class BoundedStore(Generic[K, V]):
             return True
         expires_at = self._expires.get(key)
         return expires_at is not None and expires_at <= now
+
+    def _expire_before_evicting(self, now: float | None) -> None:
+        # Expired entries anywhere in the order make room before a live one is pushed out.
+        if self._touched is not None or self._expire_heap:
+            self.expire(now=now)
 
     def _interval_expire(self) -> None:
         self._mutations = 0

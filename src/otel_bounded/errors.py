@@ -12,6 +12,7 @@ __all__ = [
     "ApprovalReason",
     "AuditLogError",
     "RevocationStoreUnavailable",
+    "TokenClockSkew",
     "TokenError",
     "TokenExpired",
     "TokenInvalid",
@@ -69,6 +70,20 @@ class TokenScopeError(TokenError):
 
 class RevocationStoreUnavailable(TokenError):
     """The revocation store could not be reached; verification fails closed."""
+
+
+class TokenClockSkew(TokenError):
+    """`issue` refused: the token would be stamped more than the skew ahead of the clock.
+
+    A provider's time never goes back, so after its clock stepped back it runs
+    ahead of the clock; stamping tokens that far ahead would let them escape
+    every `revoke_all` made meanwhile. `ahead_seconds` says by how much; issue
+    again once the clock has caught up (or restart the provider).
+    """
+
+    def __init__(self, message: str, *, ahead_seconds: float) -> None:
+        super().__init__(message)
+        self.ahead_seconds = ahead_seconds
 
 
 class ApprovalReason:

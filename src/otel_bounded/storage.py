@@ -186,9 +186,10 @@ def sqlite_reading(what: str) -> Iterator[None]:
 def connect_redis(url: str, *, what: str, timeout_seconds: float = 2.0) -> redis.Redis:
     """A client for ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS).
 
-    Every call times out after `timeout_seconds` and is retried once at
-    once (to replace a pooled connection a restarted server closed), never
-    with a back-off that would only delay failing closed. Connecting is
+    Every call times out after `timeout_seconds`. A connection error is
+    retried once at once (to replace a pooled connection a restarted server
+    closed); a timeout is not, and nothing backs off: either would only delay
+    failing closed past `timeout_seconds` when the server hangs. Connecting is
     lazy: an unreachable server fails the first call, not this one. Raises
     ValueError, without the credentials, for a malformed URL or a missing
     redis package.
@@ -196,6 +197,7 @@ def connect_redis(url: str, *, what: str, timeout_seconds: float = 2.0) -> redis
     try:
         import redis
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.retry import Retry
     except ImportError:
         raise ValueError(
@@ -206,7 +208,7 @@ def connect_redis(url: str, *, what: str, timeout_seconds: float = 2.0) -> redis
             url,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
     except ValueError as exc:
         message = str(exc).replace(url, redact_url(url))

@@ -383,7 +383,10 @@ def example_app(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
-def test_example_app_gives_every_dashboard_panel_data(example_app: ModuleType) -> None:
+def test_example_app_gives_every_dashboard_panel_data(
+    example_app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BOUNDED_TOKEN_SWEEP_INTERVAL_SECONDS", "10")
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     spans = InMemorySpanExporter()
@@ -392,7 +395,9 @@ def test_example_app_gives_every_dashboard_panel_data(example_app: ModuleType) -
     clock = FakeClock()
     demo = example_app.build(tracer_provider, meter_provider, clock=clock, rng=random.Random(7))
 
-    for _ in range(60):
+    # Tokens live at least 5 s and their revocations the skew (60 s) longer; with a
+    # sweep every 10 s, the one at 70 s has something to remove.
+    for _ in range(75):
         example_app.tick(demo)
         clock.advance(1)
     points = collected(reader)

@@ -23,12 +23,13 @@ def test_verify_benchmark_times_every_variant_against_pyjwt(bench: ModuleType) -
 
     assert [row[0] for row in rows] == [
         bench.OURS,
+        bench.OURS_DICT,
         bench.OURS_OBJECT,
         bench.OURS_DECODE,
         bench.PYJWT,
     ]
     assert rows[-1][2] == "1.000"
-    assert [goal.label for goal in goals] == ["decode+verify / PyJWT decode"]
+    assert [goal.label for goal in goals] == ["verified claims / PyJWT decode"]
     assert goals[0].value > 0
 
 
@@ -38,3 +39,14 @@ def test_sweep_benchmark_removes_exactly_the_expired_entries(bench: ModuleType) 
     assert "2,000 live" in rows[0][0]
     assert goals[0].unit == " ms"
     assert goals[0].value > 0
+
+
+def test_revoke_all_benchmark_revokes_every_token_and_judges_the_stall(
+    bench: ModuleType,
+) -> None:
+    rows, goals = bench.bench_revoke_all(tokens=500)
+
+    assert rows[0][0] == "memory"
+    assert len(rows) == len(goals)
+    assert all(goal.unit == " ms" for goal in goals)
+    assert all(goal.limit == 50.0 for goal in goals)

@@ -8,6 +8,7 @@ import signal
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,10 @@ from otel_bounded.telemetry import VerificationOutcome
 from otel_bounded.tokens import (
     CapabilityToken,
     HMACTokenProvider,
+    MemoryRevocationStore,
     RevocationStore,
     SQLiteRevocationStore,
+    open_revocation_store,
 )
 from tests.support import FakeClock
 from tests.tokens.helpers import SECRET
@@ -65,6 +68,7 @@ def run_workers(provider: HMACTokenProvider, clock: SharedClock, rounds: int) ->
                     assert provider.revoke_all(principal) == len(live)
                     revoked.extend(live)
                     live.clear()
+                    clock.advance(1e-6)  # the cut-off blocks what this same reading stamps
                 elif choice < 0.45:
                     provider.sweep()
                     clock.advance(0.01)  # keeps automatic sweeps coming too
@@ -154,3 +158,123 @@ def test_a_forked_child_verifies_even_if_the_lock_was_held_at_fork(
     _, status = os.waitpid(pid, 0)
 
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- revoke_all over many tokens never holds other principals up ----------------------
+
+MANY = 20_000
+
+
+class HoldRecordingLock:
+    """The provider's lock, recording how much work each hold covered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.holds = 0
+        self.work_in_hold = 0
+        self.most_work_in_one_hold = 0
+
+    def __enter__(self) -> HoldRecordingLock:
+        self._lock.acquire()
+        self.holds += 1
+        self.work_in_hold = 0
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.most_work_in_one_hold = max(self.most_work_in_one_hold, self.work_in_hold)
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+class RecordingStore:
+    """A real store, recording every call and whether the provider's lock was held for it."""
+
+    def __init__(self, store: RevocationStore, lock: HoldRecordingLock) -> None:
+        self._store = store
+        self._lock = lock
+        self.kind = store.kind
+        self.thread_safe = store.thread_safe
+        self.calls: list[tuple[str, int, bool]] = []  # (method, tokens, lock held)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        def recorded(*args: Any) -> Any:
+            tokens = len(args[1]) if name == "revoked_among" else 1
+            self.calls.append((name, tokens, self._lock.locked()))
+            if self._lock.locked():
+                self._lock.work_in_hold += tokens
+            return method(*args)
+
+        return recorded
+
+
+class CountingIndex:
+    """The provider's index of issued tokens, counting each lookup as work in the hold."""
+
+    def __init__(self, index: Any, lock: HoldRecordingLock) -> None:
+        self._index = index
+        self._lock = lock
+
+    def get(self, token_id: str, now: float) -> Any:
+        self._lock.work_in_hold += 1
+        return self._index.get(token_id, now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+
+def revoke_all_over_many_tokens(store: RevocationStore) -> tuple[HoldRecordingLock, RecordingStore]:
+    lock = HoldRecordingLock()
+    recording = RecordingStore(store, lock)
+    provider = HMACTokenProvider(
+        SECRET,
+        clock=FakeClock(),
+        sweep_interval_seconds=1e9,
+        revocations=recording,  # type: ignore[arg-type]
+    )
+    for _ in range(MANY):
+        provider.issue("read", "alice")
+    provider.revoke(provider.issue("read", "alice"))  # one already revoked by id
+    provider._lock = lock  # type: ignore[assignment]
+    provider._issued = CountingIndex(provider._issued, lock)  # type: ignore[assignment]
+    recording.calls.clear()
+
+    assert provider.revoke_all("alice") == MANY
+
+    return lock, recording
+
+
+@pytest.mark.servers
+def test_revoke_all_makes_no_redis_round_trip_under_the_lock_and_batches_them(
+    redis_url: str,
+) -> None:
+    store = open_revocation_store(redis_url)
+    lock, recording = revoke_all_over_many_tokens(store)
+
+    assert [call for call in recording.calls if call[2]] == []  # none under the lock
+    batches = [tokens for name, tokens, _ in recording.calls if name == "revoked_among"]
+    assert sum(batches) == MANY + 1
+    assert len(recording.calls) <= MANY // 256 + 3  # batched, not one per token
+    # The index is walked in short holds, so another principal's verify waits little.
+    assert lock.most_work_in_one_hold <= 256
+    store.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_revoke_all_on_a_local_store_holds_the_lock_only_for_short_batches(
+    store: str, tmp_path: Path
+) -> None:
+    opened: RevocationStore = (
+        MemoryRevocationStore()
+        if store == "memory"
+        else SQLiteRevocationStore(tmp_path / "revocations.db")
+    )
+    lock, recording = revoke_all_over_many_tokens(opened)
+
+    assert lock.holds >= 2 * (MANY // 256)  # the index walk, then the store lookups
+    assert lock.most_work_in_one_hold <= 256
+    assert len(recording.calls) <= MANY // 256 + 3
+    opened.close()

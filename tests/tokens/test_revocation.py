@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span, SpanProcessor
 
-from otel_bounded.errors import TokenExpired, TokenInvalid, TokenRevoked
+from otel_bounded.errors import TokenClockSkew, TokenExpired, TokenInvalid, TokenRevoked
 from otel_bounded.telemetry import SPAN_TOKEN_SWEEP, SWEEP_REMOVED, SWEEP_TRIGGER
 from otel_bounded.tokens import (
     CapabilityToken,
@@ -24,6 +24,7 @@ from tests.support import FakeClock
 from tests.tokens.helpers import SECRET, Telemetry
 
 ALICE = {"expected_principal_id": "alice", "expected_capability_id": "read"}
+SKEW = 60.0  # the default max_clock_skew_seconds
 
 
 def assert_revoked(provider: HMACTokenProvider, token: object, principal: str = "alice") -> None:
@@ -61,7 +62,7 @@ def test_revoked_unexpired_token_fails_after_sweep(
     assert provider.revocation_count == 1
 
 
-def test_revocation_entry_is_kept_exactly_until_its_token_expires(
+def test_revocation_entry_is_kept_until_its_token_expired_on_every_replica_within_the_skew(
     provider: HMACTokenProvider, clock: FakeClock
 ) -> None:
     token = provider.issue("read", "alice", ttl_seconds=600)
@@ -69,9 +70,11 @@ def test_revocation_entry_is_kept_exactly_until_its_token_expires(
 
     clock.now = token.expires_at - 1e-6
     assert provider.sweep() == 0
-    assert provider.revocation_count == 1
     assert_revoked(provider, token)
-    clock.now = token.expires_at
+    clock.now = token.expires_at + SKEW - 1e-6  # a replica SKEW behind still sees it live
+    assert provider.sweep() == 0
+    assert provider.revocation_count == 1
+    clock.now = token.expires_at + SKEW
     assert provider.sweep() == 1
     assert provider.revocation_count == 0
 
@@ -83,15 +86,18 @@ def test_revoking_a_known_id_keeps_it_only_until_that_token_expires(
 
     provider.revoke(token.token_id)
 
-    clock.now = token.expires_at
+    clock.now = token.expires_at + SKEW - 1e-6
+    assert provider.sweep() == 0
+    clock.now = token.expires_at + SKEW
     assert provider.sweep() == 1
 
 
-def test_revoking_an_unknown_id_keeps_it_for_max_ttl_plus_clock_skew(
+def test_revoking_an_unknown_id_keeps_it_for_max_ttl_plus_twice_the_clock_skew(
     clock: FakeClock, tmp_path: Path
 ) -> None:
     """Another replica issued it, its clock up to max_clock_skew_seconds ahead of this one:
-    the token can expire no later than now + max_ttl_seconds + max_clock_skew_seconds."""
+    the token can expire no later than now + max_ttl_seconds + max_clock_skew_seconds,
+    and must stay refused on replicas up to max_clock_skew_seconds behind."""
     database = tmp_path / "revocations.db"
     ahead = FakeClock(clock.now + 60)  # by the default max_clock_skew_seconds
     issuer = HMACTokenProvider(SECRET, clock=ahead, revocations=SQLiteRevocationStore(database))
@@ -104,19 +110,33 @@ def test_revoking_an_unknown_id_keeps_it_for_max_ttl_plus_clock_skew(
     assert revoker.sweep() == 0
     with pytest.raises(TokenRevoked):
         revoker.verify(token, **ALICE)
-    clock.now = token.expires_at
+    clock.now = token.expires_at + SKEW - 1e-3
+    assert revoker.sweep() == 0
+    clock.now = token.expires_at + SKEW
     assert revoker.sweep() == 1
 
 
-def test_revoking_an_expired_token_keeps_nothing(
+def test_revoking_a_token_expired_beyond_the_skew_keeps_it_only_until_the_next_sweep(
+    provider: HMACTokenProvider, clock: FakeClock
+) -> None:
+    """This clock may be the wrong one: the entry is written, and a sweep drops it."""
+    token = provider.issue("read", "alice", ttl_seconds=60)
+    clock.now = token.expires_at + SKEW
+
+    assert provider.revoke(token) is False
+    assert provider.revoke(token.encode()) is False
+    assert provider.sweep() == 1
+    assert provider.revocation_count == 0
+
+
+def test_revoking_a_token_just_expired_here_keeps_it_for_replicas_behind(
     provider: HMACTokenProvider, clock: FakeClock
 ) -> None:
     token = provider.issue("read", "alice", ttl_seconds=60)
     clock.now = token.expires_at
 
-    assert provider.revoke(token) is False
-    assert provider.revoke(token.encode()) is False
-    assert provider.revocation_count == 0
+    assert provider.revoke(token) is False  # expired by this clock: not newly revoked
+    assert provider.revocation_count == 1  # but a replica up to SKEW behind may accept it
 
 
 @pytest.mark.parametrize("handle", ["otb1.not.a.token", "short", "has spaces in it ok?", 7, None])
@@ -174,17 +194,25 @@ def test_revoke_all_blocks_tokens_other_replicas_issued_before_it(
     assert_revoked(admin, token)
 
 
-def test_tokens_issued_after_revoke_all_verify_even_at_the_same_clock_reading(
+def test_tokens_issued_after_revoke_all_are_stamped_after_its_cutoff(
     provider: HMACTokenProvider, clock: FakeClock
 ) -> None:
     before = provider.issue("read", "alice")
+    bob = provider.issue("read", "bob")
     provider.revoke_all("alice")
+    # The cut-off reaches the skew ahead; a stamp after it at this very reading
+    # would be further ahead of the clock than any replica accepts.
+    with pytest.raises(TokenClockSkew):
+        provider.issue("read", "alice")
+    provider.issue("read", "bob")  # other principals are not held up
+    clock.advance(1e-6)
 
-    after = provider.issue("read", "alice")  # the clock has not moved
+    after = provider.issue("read", "alice")
 
-    assert after.issued_at > before.issued_at
+    assert after.issued_at > before.issued_at + SKEW
     assert_revoked(provider, before)
     provider.verify(after, **ALICE)
+    provider.verify(bob, expected_principal_id="bob", expected_capability_id="read")
 
 
 def test_cutoff_compares_issued_at_at_full_precision(clock: FakeClock, tmp_path: Path) -> None:
@@ -192,9 +220,10 @@ def test_cutoff_compares_issued_at_at_full_precision(clock: FakeClock, tmp_path:
     issuer = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
     admin = HMACTokenProvider(SECRET, clock=clock, revocations=SQLiteRevocationStore(database))
     clock.now = 1_700_000_000.000001
+    admin.revoke_all("alice")  # cut-off: now + SKEW, for replicas up to SKEW ahead
+    clock.now = 1_700_000_000.000001 + SKEW
     at_cutoff = issuer.issue("read", "alice")
-    admin.revoke_all("alice")
-    clock.now = 1_700_000_000.000002
+    clock.now = 1_700_000_000.000002 + SKEW
     just_after = issuer.issue("read", "alice")
 
     assert_revoked(issuer, at_cutoff)
@@ -220,8 +249,11 @@ def test_cutoff_is_kept_for_max_ttl_then_swept(clock: FakeClock) -> None:
     clock.now = token.expires_at - 1e-3
     provider.sweep()
     assert_revoked(provider, token)
+    # Blocks tokens stamped up to SKEW ahead, each kept until SKEW after it expires.
+    clock.now = token.issued_at + SKEW + 600 + SKEW - 1e-3
+    assert provider.sweep() == 0
     assert provider.revocation_count == 1
-    clock.now = token.issued_at + 600
+    clock.now = token.issued_at + SKEW + 600 + SKEW
     assert provider.sweep() == 1
     assert provider.revocation_count == 0
 
@@ -242,7 +274,7 @@ def test_expired_entries_are_eventually_removed_without_manual_sweeps(clock: Fak
     provider.revoke_all("alice")
     assert provider.revocation_count == 101
 
-    clock.advance(86_400 + 30)
+    clock.advance(SKEW + 86_400 + SKEW + 30)  # the cut-off's tokens expired everywhere
     provider.issue("read", "bob")  # any call runs the sweep once it is due
 
     assert provider.revocation_count == 0
@@ -251,8 +283,14 @@ def test_expired_entries_are_eventually_removed_without_manual_sweeps(clock: Fak
 def test_automatic_sweep_runs_on_the_first_call_once_the_interval_has_passed(
     clock: FakeClock, otel: Telemetry
 ) -> None:
-    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=60, **otel.providers())
-    token = provider.issue("read", "alice", ttl_seconds=30)
+    provider = HMACTokenProvider(
+        SECRET,
+        clock=clock,
+        sweep_interval_seconds=60,
+        max_clock_skew_seconds=10,
+        **otel.providers(),
+    )
+    token = provider.issue("read", "alice", ttl_seconds=30)  # kept until 30 + 10 s
     provider.revoke(token)
     clock.advance(59.9)
     provider.verify(provider.issue("read", "alice"), **ALICE)
@@ -276,7 +314,13 @@ def test_automatic_sweep_runs_on_the_first_call_once_the_interval_has_passed(
 def test_every_entry_point_runs_a_due_sweep(
     clock: FakeClock, otel: Telemetry, trigger: str
 ) -> None:
-    provider = HMACTokenProvider(SECRET, clock=clock, sweep_interval_seconds=1, **otel.providers())
+    provider = HMACTokenProvider(
+        SECRET,
+        clock=clock,
+        sweep_interval_seconds=1,
+        max_clock_skew_seconds=0,  # entries kept exactly until their tokens expire
+        **otel.providers(),
+    )
     token = provider.issue("read", "alice", ttl_seconds=5)
     provider.revoke(provider.issue("read", "alice", ttl_seconds=5))
     clock.advance(5)
@@ -305,13 +349,16 @@ def test_sweeps_resume_once_a_clock_stepped_far_back_catches_up(clock: FakeClock
     clock.advance(-3600)
     clock.advance(60)
 
-    provider.issue("read", "bob")
+    assert_revoked(provider, token)  # any call would run a due sweep: none is due
 
     assert provider.revocation_count == 1
-    assert_revoked(provider, token)
-    clock.advance(3600)  # 60 s past the highest reading
-    provider.issue("read", "bob")
+    with pytest.raises(TokenClockSkew):  # it would stamp tokens an hour ahead of its clock
+        provider.issue("read", "bob")
+    clock.advance(3600 + SKEW)  # 60 s past the highest reading, and the token's skew
+    with pytest.raises(TokenExpired):
+        provider.verify(token, **ALICE)
     assert provider.revocation_count == 0
+    provider.issue("read", "bob")
 
 
 def test_sweep_touches_only_the_entries_it_removes() -> None:
@@ -330,9 +377,9 @@ def test_sweep_touches_only_the_entries_it_removes() -> None:
 
     store = MemoryRevocationStore()
     for index in range(2000):
-        store.revoke_token(f"expiring-{index:06d}", 100.0 + index, now=0.0)
+        store.revoke_token(f"expiring-{index:06d}", 100.0 + index, reading=0.0)
     for index in range(5000):
-        store.revoke_token(CountingId(f"live-{index:06d}"), 1e9, now=0.0)
+        store.revoke_token(CountingId(f"live-{index:06d}"), 1e9, reading=0.0)
     CountingId.touches = 0
 
     removed = store.sweep(now=100.0 + 1999)
@@ -350,7 +397,7 @@ def test_principal_index_never_outlives_its_tokens(clock: FakeClock) -> None:
 
     provider.sweep()
 
-    assert provider._issued_by_principal == {}
+    assert provider._issued.principal_count == 0
     assert len(provider._issued) == 0
 
 
@@ -376,23 +423,24 @@ def test_memory_stays_bounded_under_grant_and_revoke_over_many_principals(
 
     tracemalloc.start()
     try:
-        # The longest retention, an unknown id's (max_ttl + the default max_clock_skew_seconds
-        # + a sweep interval, 95 s), has passed by then: the state is as large as it gets.
-        for round_index in range(120):
+        # The longest retention, a cut-off's or an unknown id's (max_ttl + twice the default
+        # max_clock_skew_seconds + a sweep interval, 155 s), has passed by then: the state
+        # is as large as it gets.
+        for round_index in range(160):
             one_second(round_index)
         gc.collect()
         steady, _ = tracemalloc.get_traced_memory()
-        for round_index in range(120, 360):
+        for round_index in range(160, 400):
             one_second(round_index)
         gc.collect()
         later, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
 
-    # Per second: 10 ids kept 15 s, 2 cut-offs kept 30 s, and 1 unknown id kept 30 + 60 s
-    # (max_ttl plus the default max_clock_skew_seconds), each possibly one sweep interval
-    # (5 s) longer.
-    assert provider.revocation_count <= 10 * (15 + 5) + 2 * (30 + 5) + (30 + 60 + 5)
+    # Per second: 10 ids kept 15 + 60 s (their ttl, then the default max_clock_skew_seconds),
+    # 2 cut-offs and 1 unknown id kept 30 + 2 * 60 s (max_ttl, and the skew before and
+    # after), each possibly one sweep interval (5 s) longer.
+    assert provider.revocation_count <= 10 * (15 + 60 + 5) + 3 * (30 + 120 + 5)
     # Unbounded, 240 more rounds would add ~7000 index entries and ~3000 revocations (> 2 MB).
     assert later - steady < 256 * 1024, f"grew by {later - steady} bytes"
 
@@ -448,7 +496,10 @@ def test_a_clock_stepping_forward_then_back_does_not_unrevoke_a_live_token(
 
     with pytest.raises(TokenExpired):
         provider.verify(token, **ALICE)
-    assert provider.revoke(token) is False  # nothing to keep: it has expired
+    # By this reading the token is live on any replica whose clock agrees: the
+    # revocation is stored again, for them.
+    assert provider.revoke(token) is True
+    assert provider.revocation_count == 1
 
 
 def test_a_provider_restarted_after_a_clock_step_back_starts_from_the_last_sweep(
@@ -493,7 +544,7 @@ def test_a_sweep_between_verify_reading_the_clock_and_its_lookup_cannot_unrevoke
     clock.now = token.expires_at - 0.1
 
     def another_thread_sweeps_later() -> None:
-        clock.now = token.expires_at + 0.1
+        clock.now = token.expires_at + SKEW + 0.1
         assert provider.sweep() == 1
 
     clock.on_next_read = another_thread_sweeps_later

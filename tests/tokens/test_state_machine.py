@@ -2,13 +2,14 @@
 
 Whatever the order of issue, revoke, revoke_all, sweep, clock steps forward
 and back, and restart, no revoked token ever verifies before it expires, no
-other live token is refused, and `revoke` / `revoke_all` report what was
-newly revoked.
+other live token is refused, and `revoke` / `revoke_all` report exactly what
+was newly revoked.
 
 The model keeps the provider's time as the provider defines it: the highest
-clock reading it has seen (the clock may step back), never below the time its
-store was last swept at (a restart may follow a step back), and at least
-every `issued_at` it stamped.
+clock reading it has seen since it started (the clock may step back). It keeps
+the store's entries as the docs define them: each until its tokens have
+expired on every replica within the skew, removed by a sweep at a later time,
+and a token whose entry a sweep may have removed is refused as expired.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from otel_bounded.errors import TokenExpired, TokenRevoked
+from otel_bounded.errors import TokenClockSkew, TokenExpired, TokenRevoked
 from otel_bounded.tokens import CapabilityToken, HMACTokenProvider, SQLiteRevocationStore
 from tests.support import FakeClock
 from tests.tokens.helpers import SECRET
@@ -49,11 +50,10 @@ class RevocationModel(RuleBasedStateMachine):
         self.instance = 0
         self.provider = self._open()
         self.issued: list[Issued] = []
-        self.revoked_ids: set[str] = set()
-        # The entries the store holds for ids, as (kept until), to predict `revoke`'s answer.
+        # What the store holds: per id, and per principal (cutoff, kept until).
         self.id_entries: dict[str, float] = {}
-        self.cutoffs: dict[str, float] = {}
-        self.cutoff_set_by_instance: dict[str, float] = {}
+        self.cutoff_entries: dict[str, tuple[float, float]] = {}
+        self.floors: dict[str, float] = {}  # cut-offs this instance set, per principal
         self.peak = self.clock.now  # the highest reading the clock ever gave
         self.now = self.clock.now  # the provider's now
         self.last_sweep = self.now
@@ -77,6 +77,8 @@ class RevocationModel(RuleBasedStateMachine):
     def swept(self, at: float) -> None:
         self.last_sweep = at
         self.swept_through = max(self.swept_through, at)
+        self.id_entries = {k: v for k, v in self.id_entries.items() if v > at}
+        self.cutoff_entries = {k: v for k, v in self.cutoff_entries.items() if v[1] > at}
 
     def teardown(self) -> None:
         self.provider.revocations.close()
@@ -84,9 +86,10 @@ class RevocationModel(RuleBasedStateMachine):
 
     # -- the model -------------------------------------------------------
 
-    def revoked(self, token: CapabilityToken) -> bool:
-        cutoff = self.cutoffs.get(token.principal_id, -math.inf)
-        return token.token_id in self.revoked_ids or token.issued_at <= cutoff
+    def held(self, token: CapabilityToken) -> bool:
+        """Whether the store holds an entry revoking `token`."""
+        cutoff = self.cutoff_entries.get(token.principal_id, (-math.inf, 0.0))[0]
+        return token.token_id in self.id_entries or token.issued_at <= cutoff
 
     def live(self, token: CapabilityToken) -> bool:
         return self.now < token.expires_at
@@ -96,12 +99,19 @@ class RevocationModel(RuleBasedStateMachine):
     @rule(principal=st.sampled_from(PRINCIPALS), ttl=st.sampled_from([0.5, 10.0, 60.0, MAX_TTL]))
     def issue(self, principal: str, ttl: float) -> None:
         self.observe()
+        stamp = self.now
+        floor = self.floors.get(principal, -math.inf)
+        if stamp <= floor:
+            stamp = math.nextafter(floor, math.inf)
+        if stamp - self.clock.now > SKEW:
+            with pytest.raises(TokenClockSkew):
+                self.provider.issue("read", principal, ttl_seconds=ttl)
+            return
         token = self.provider.issue("read", principal, ttl_seconds=ttl)
         self.issued.append(Issued(token, self.instance))
-        assert token.issued_at >= self.now
-        self.now = token.issued_at
+        assert token.issued_at == stamp
         # A provider's tokens always come after the cut-offs it set itself.
-        assert token.issued_at > self.cutoff_set_by_instance.get(principal, -math.inf)
+        assert token.issued_at > floor
 
     @precondition(lambda self: self.issued)
     @rule(data=st.data(), form=st.sampled_from(["token", "encoded", "token_id"]))
@@ -109,22 +119,20 @@ class RevocationModel(RuleBasedStateMachine):
         issued = data.draw(st.sampled_from(self.issued))
         token = issued.token
         self.observe()
-        now = self.now
+        reading = self.clock.now
         known = form != "token_id" or (issued.instance == self.instance and self.live(token))
-        kept_until = token.expires_at if known else now + MAX_TTL + SKEW
-        if kept_until <= now:
-            expected = False
+        if known:
+            expires_at = token.expires_at
+            kept_until = expires_at + SKEW
         else:
-            already = known and self.revoked(token)
-            # The entry is gone once a sweep passed it, and counts as gone once the clock
-            # reading (which the store is given for writes) has.
-            gone_by = max(self.clock.now, self.swept_through)
-            added = self.id_entries.get(token.token_id, -math.inf) <= gone_by
-            expected = added and not already
-            self.id_entries[token.token_id] = max(
-                self.id_entries.get(token.token_id, -math.inf), kept_until
-            )
-            self.revoked_ids.add(token.token_id)
+            expires_at = self.now + MAX_TTL + SKEW
+            kept_until = expires_at + SKEW
+        already = known and self.held(token)
+        added = self.id_entries.get(token.token_id, -math.inf) <= reading
+        expected = added and not already and expires_at > reading
+        self.id_entries[token.token_id] = max(
+            self.id_entries.get(token.token_id, -math.inf), kept_until
+        )
         handle = {"token": token, "encoded": token.encode(), "token_id": token.token_id}[form]
 
         assert self.provider.revoke(handle) is expected
@@ -138,11 +146,15 @@ class RevocationModel(RuleBasedStateMachine):
             if issued.instance == self.instance
             and issued.token.principal_id == principal
             and self.live(issued.token)
-            and not self.revoked(issued.token)
+            and not self.held(issued.token)
         )
-        cutoff = self.now
-        self.cutoffs[principal] = max(self.cutoffs.get(principal, -math.inf), cutoff)
-        self.cutoff_set_by_instance[principal] = cutoff
+        cutoff = self.now + SKEW
+        held_cutoff, held_until = self.cutoff_entries.get(principal, (-math.inf, -math.inf))
+        self.cutoff_entries[principal] = (
+            max(held_cutoff, cutoff),
+            max(held_until, cutoff + MAX_TTL + SKEW),
+        )
+        self.floors[principal] = max(self.floors.get(principal, -math.inf), cutoff)
 
         assert self.provider.revoke_all(principal) == expected
 
@@ -161,18 +173,18 @@ class RevocationModel(RuleBasedStateMachine):
     def step_back(self, seconds: float) -> None:
         self.clock.advance(-seconds)
 
-    # A restarted provider starts from its clock (or the last sweep): its own tokens
-    # then come from a replica whose clock was up to peak - now ahead, which must stay
-    # within max_clock_skew_seconds, as between any two replicas.
+    # A restarted provider starts from its clock: its own tokens then come from a
+    # replica whose clock was up to peak - now ahead, which must stay within
+    # max_clock_skew_seconds, as between any two replicas.
     @precondition(lambda self: self.peak - self.clock.now < SKEW)
     @rule()
     def restart(self) -> None:
         self.provider.revocations.close()
         self.instance += 1
         self.provider = self._open()
-        self.now = max(self.clock.now, self.swept_through)
+        self.now = self.clock.now
         self.last_sweep = self.now
-        self.cutoff_set_by_instance.clear()
+        self.floors.clear()
 
     # -- the invariant ---------------------------------------------------
 
@@ -189,11 +201,15 @@ class RevocationModel(RuleBasedStateMachine):
             if not self.live(token):
                 with pytest.raises(TokenExpired):
                     self.provider.verify(token, **scope)
-            elif self.revoked(token):
+            elif self.held(token):
                 with pytest.raises(TokenRevoked):
                     self.provider.verify(token.encode(), **scope)
+            elif token.expires_at + SKEW <= self.swept_through:
+                # Swept past: any entry it had may be gone, so it is refused as expired.
+                with pytest.raises(TokenExpired):
+                    self.provider.verify(token, **scope)
             else:
-                self.provider.verify(token, **scope)
+                assert self.provider.verify(token, **scope) == token
 
 
 RevocationModel.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)

@@ -9,11 +9,12 @@ from otel_bounded.tokens.revocations import (
     SQLiteRevocationStore,
     open_revocation_store,
 )
-from otel_bounded.tokens.token import MAX_ENCODED_LENGTH, CapabilityToken
+from otel_bounded.tokens.token import MAX_ENCODED_LENGTH, CapabilityToken, FrozenDict
 
 __all__ = [
     "MAX_ENCODED_LENGTH",
     "CapabilityToken",
+    "FrozenDict",
     "HMACTokenProvider",
     "MemoryRevocationStore",
     "RedisRevocationStore",

@@ -17,13 +17,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "MAX_ENCODED_LENGTH",
     "TOKEN_PREFIX",
     "CapabilityToken",
+    "FrozenDict",
 ]
 
 TOKEN_PREFIX = "otb1"
@@ -44,8 +44,41 @@ signature or a secret passed by mistake is refused, not exported on a span."""
 # Decoding by hand skips what json.loads and urlsafe_b64decode redo on every call.
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _DECODER = json.JSONDecoder()
-# Shared by every token without constraints: read-only, and nothing holds the dict behind it.
-_NO_CONSTRAINTS: Mapping[str, Any] = MappingProxyType({})
+
+
+class FrozenDict(dict[str, Any]):
+    """A read-only dict: constraints stay as signed, and `json.dumps` takes them as they are.
+
+    A `dict` subclass rather than a `MappingProxyType`, which the JSON encoder
+    refuses; every method that would change it raises `TypeError`.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *_args: object, **_kwargs: object) -> NoReturn:
+        raise TypeError("token constraints are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _Frozen(FrozenDict):
+    """A `FrozenDict` this module froze itself: checked and frozen all the way down."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+
+# Shared by every token without constraints: nothing can change it.
+_NO_CONSTRAINTS: Mapping[str, Any] = _Frozen()
 
 Payload = tuple[str, str, str, float, float, str, Mapping[str, Any]]
 """token_id, capability_id, principal_id, issued_at, expires_at, audit_id, constraints."""
@@ -60,10 +93,11 @@ def is_key_id(text: object) -> bool:
 class CapabilityToken:
     """A signed grant of one capability to one principal until `expires_at`.
 
-    Immutable all the way down (constraints are frozen into read-only mappings
-    and tuples), so a token that verified once cannot be altered into another
-    one in place. The signature is left out of `repr` so a logged token does
-    not leak a credential.
+    Immutable all the way down (constraints are frozen into read-only dicts
+    and tuples, which `json.dumps` takes as they are), so a token that
+    verified once cannot be altered into another one in place. The signature
+    is left out of `repr` and of `to_dict` so a logged token does not leak a
+    credential.
     """
 
     token_id: str
@@ -78,6 +112,23 @@ class CapabilityToken:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "constraints", freeze_constraints(self.constraints))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verified claims as plain JSON values, as `jwt.decode` gives them; no signature.
+
+        ``json.loads(json.dumps(token.to_dict())) == token.to_dict()``, and a
+        token decoded from `encode()` gives the same dict.
+        """
+        return {
+            "token_id": self.token_id,
+            "capability_id": self.capability_id,
+            "principal_id": self.principal_id,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "audit_id": self.audit_id,
+            "constraints": _thaw_all(self.constraints),
+            "key_id": self.key_id,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -123,14 +174,20 @@ def _canonical_json(value: object) -> bytes:
         sort_keys=True,
         ensure_ascii=True,
         allow_nan=False,
-        default=_thaw,
+        default=_not_json,
     ).encode("ascii")
 
 
-def _thaw(value: object) -> object:
-    if isinstance(value, MappingProxyType):
-        return dict(value)
+def _not_json(value: object) -> object:
     raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _thaw_all(value: object) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _thaw_all(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw_all(item) for item in value]
+    return value
 
 
 def freeze_constraints(constraints: object) -> Mapping[str, Any]:
@@ -143,13 +200,17 @@ def freeze_constraints(constraints: object) -> Mapping[str, Any]:
         )
     if not constraints:
         return _NO_CONSTRAINTS
+    if constraints.__class__ is _Frozen:
+        return constraints  # checked and frozen all the way down when it was made
     return _freeze_mapping(constraints, 0)
 
 
 def _freeze(value: object, depth: int) -> object:
     if depth > _MAX_CONSTRAINT_DEPTH:
         raise ValueError(f"constraints nest deeper than {_MAX_CONSTRAINT_DEPTH} levels")
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -167,8 +228,15 @@ def _freeze_mapping(mapping: Mapping[Any, Any], depth: int) -> Mapping[str, Any]
     for key, item in mapping.items():
         if not isinstance(key, str):
             raise ValueError(f"constraints keys must be str, got {key!r}")
-        frozen[key] = _freeze(item, depth + 1)
-    return MappingProxyType(frozen)
+        frozen[_text(key)] = _freeze(item, depth + 1)
+    return _Frozen(frozen)
+
+
+def _text(value: str) -> str:
+    # A lone surrogate has no UTF-8 form: no store, exporter or other replica could read it.
+    if not (value.isascii() or _is_utf8(value)):
+        raise ValueError("constraints hold a string that is not valid UTF-8 (a lone surrogate)")
+    return str.__str__(value)
 
 
 def parse_payload(payload: str) -> Payload:
