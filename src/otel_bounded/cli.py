@@ -22,7 +22,7 @@ from otel_bounded.web import client
 __all__ = ["main"]
 
 _PREFIX = "OTEL_BOUNDED_"
-_SET, _UNSET, _REDACTED = "<set>", "<unset>", "<redacted>"
+_SET, _UNSET, _REDACTED = "<set>", "<unset>", config.REDACTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,12 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_demo = commands.add_parser(
         "demo",
-        help="run a long-lived agent workload through TraceStore.from_env() and report",
+        help="run a long-lived agent through the trace store, tokens and approvals, and report",
         description=(
             "Run an agent-like workload, one small trace per step, through a TraceStore "
-            "configured from the OTEL_BOUNDED_TRACE_* variables, then print what it holds, "
-            "evicted and dropped. With OTEL_EXPORTER_OTLP_ENDPOINT set, spans, metrics and "
-            "logs are also exported over OTLP/gRPC; without it nothing leaves the process."
+            "configured from the OTEL_BOUNDED_TRACE_* variables; each step also presents a "
+            "capability token (HMACTokenProvider.from_env()) and some ask an ApprovalLedger, "
+            "with some of each refused. Then print, per capability, what is held against its "
+            "caps, evicted, dropped, swept, verified and decided. With "
+            "OTEL_EXPORTER_OTLP_ENDPOINT set, spans, metrics and logs are also exported over "
+            "OTLP/gRPC; without it nothing leaves the process."
         ),
     )
     run_demo.add_argument(
@@ -146,8 +149,7 @@ def _row(setting: config.Setting) -> dict[str, Any]:
     if variable.secret:
         value = _SET if setting.source == "environment" else _UNSET
         if ignored is not None:
-            # A parser's message may quote the value it rejected (int() does).
-            reason = _redact(reason or "", ignored)
+            # The reason is already free of the value (config.resolve); the value is hidden here.
             ignored = _REDACTED
     elif variable.redact is not None:
         # Shown, as operators need to see which store is used, but without its credentials.
@@ -216,12 +218,6 @@ def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def _redact(text: str, secret: str) -> str:
-    for form in sorted({secret, secret.strip()} - {""}, key=len, reverse=True):
-        text = text.replace(form, _REDACTED)
-    return text
 
 
 def _quoted(ignored: str) -> str:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "REDACTED",
     "VARIABLES",
+    "SafeReason",
     "Setting",
     "Variable",
     "read",
@@ -81,14 +83,21 @@ def _lifetime(text: str) -> float:
     return value
 
 
+class SafeReason(ValueError):
+    """A parser's refusal whose message never quotes the value, so it may be shown whole.
+
+    A secret variable's parser raises it; any other `ValueError` from such a
+    parser is shown only with the value cut out, or not at all (`resolve`).
+    """
+
+
 def _secret(text: str) -> str:
-    # The reasons never quote the value: it is a secret.
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ValueError("not valid UTF-8") from None
+        raise SafeReason("not valid UTF-8") from None
     if size < MIN_SECRET_BYTES:
-        raise ValueError(f"shorter than {MIN_SECRET_BYTES} bytes")
+        raise SafeReason(f"shorter than {MIN_SECRET_BYTES} bytes")
     return text
 
 
@@ -205,7 +214,11 @@ class Variable:
 
 @dataclass(frozen=True)
 class Setting:
-    """A variable's effective value and where it came from (``environment`` or ``default``)."""
+    """A variable's effective value and where it came from (``environment`` or ``default``).
+
+    For a secret variable, `reason` never holds the value (see `resolve`);
+    `ignored` does, and is for the caller to hide.
+    """
 
     variable: Variable
     value: Any
@@ -415,7 +428,32 @@ def resolve(variable: Variable, environ: Mapping[str, str] | None = None) -> Set
     try:
         return Setting(variable, variable.parse(raw), "environment")
     except ValueError as exc:
-        return Setting(variable, variable.default, "default", ignored=raw, reason=str(exc))
+        reason = _secret_safe_reason(exc, raw) if variable.secret else str(exc)
+        return Setting(variable, variable.default, "default", ignored=raw, reason=reason)
+
+
+REDACTED = "<redacted>"
+"""What is shown in place of a secret value."""
+
+_WITHHELD_REASON = "invalid value (the reason is withheld: it would reveal the secret)"
+
+
+def _secret_safe_reason(error: ValueError, value: str) -> str:
+    """`error`'s message, safe to show for a secret `value`.
+
+    A `SafeReason` is shown whole. Any other message may quote the value (as
+    ``int()``'s does): each quoted copy of it is replaced whole, and if the
+    value still occurs after that, the message is withheld entirely. Letters
+    of the message are never replaced one by one, which would reveal them.
+    """
+    if isinstance(error, SafeReason):
+        return str(error)
+    reason = str(error)
+    for form in sorted({value, value.strip()} - {""}, key=len, reverse=True):
+        reason = reason.replace(repr(form), repr(REDACTED))
+    if any(form in reason for form in {value, value.strip()} - {""}):
+        return _WITHHELD_REASON
+    return reason
 
 
 def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
@@ -428,10 +466,8 @@ def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
                 variable.redact(ignored),
                 reason.replace(ignored, variable.redact(ignored)),
             )
-        shown = "<redacted>" if variable.secret else repr(ignored)
-        if variable.secret and setting.ignored in reason:
-            # A parser's reason may quote the value it refused: never a secret's.
-            reason = "invalid value"
+        # A secret's reason never holds its value (`resolve`); the value itself is never shown.
+        shown = REDACTED if variable.secret else repr(ignored)
         if variable.strict:
             raise ValueError(f"{variable.name}={shown} is invalid: {reason}")
         _logger.warning(

@@ -153,6 +153,7 @@ class TraceStore(SpanProcessor):
             "max_spans": max_spans,
             "max_spans_per_trace": max_spans_per_trace,
             "ttl_seconds": ttl_seconds,
+            "max_remembered_ids": None if compaction is None else compaction.max_remembered_ids,
         }
         self._max_spans_per_trace = max_spans_per_trace
         self._traces: BoundedStore[int, list[Record]] = BoundedStore(
@@ -551,7 +552,13 @@ class TraceStore(SpanProcessor):
             held_traces, held_spans = len(self._traces), self._traces.weight
         name = self.component[telemetry.COMPONENT_NAME]
         for kind, reason in pending:
+            fields: dict[str, str | int | float] = dict(self.component)
             if kind == "unresolved":
+                fields[telemetry.COMPACTION_UNRESOLVED_REASON] = reason
+                fields[telemetry.CAP_NAME] = "max_remembered_ids"
+                remembered = self._limits["max_remembered_ids"]
+                if remembered is not None:
+                    fields[telemetry.CAP_VALUE] = remembered
                 telemetry.logger.warning(
                     "TraceStore %s forgot merged-away span ids of a held trace (reason %s): "
                     "a late child of such a span keeps its original parent id and resolve() "
@@ -560,9 +567,11 @@ class TraceStore(SpanProcessor):
                     name,
                     reason,
                     telemetry.TRACE_STORE_COMPACTION_UNRESOLVED,
+                    extra=fields,
                 )
                 continue
             if kind == "error":
+                fields[telemetry.DROP_REASON] = DropReason.ERROR
                 telemetry.logger.warning(
                     "TraceStore %s failed to record a span; it never raises into the "
                     "application, so this and any later failure are counted in %s "
@@ -570,10 +579,17 @@ class TraceStore(SpanProcessor):
                     name,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
                     exc_info=self._first_error,
+                    extra=fields,
                 )
                 continue
             variable, argument = _REMEDY[reason]
             limit = self._limits[argument]
+            # The structured twin of the message, for OTel log records (see otel_bounded.logs).
+            fields[telemetry.DROP_REASON if kind == "drop" else telemetry.EVICTION_REASON] = reason
+            fields[telemetry.CAP_NAME] = argument
+            fields[telemetry.CAP_VARIABLE] = variable.name
+            if limit is not None:
+                fields[telemetry.CAP_VALUE] = limit
             if kind == "drop":
                 telemetry.logger.warning(
                     "TraceStore %s dropped its first span (reason %s, %s=%s). Raise %s (or "
@@ -585,6 +601,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
+                    extra=fields,
                 )
             elif reason == TraceEvictionReason.TTL:
                 telemetry.logger.warning(
@@ -598,6 +615,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_EVICTIONS,
+                    extra=fields,
                 )
             else:
                 telemetry.logger.warning(
@@ -614,6 +632,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_EVICTIONS,
+                    extra=fields,
                 )
 
     def _at_fork_reinit(self) -> None:
