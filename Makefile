@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/trace_store.py
 	$(BIN)/python bench/tokens.py
 	$(BIN)/python bench/compaction.py
+	$(BIN)/python bench/query.py
 	$(BIN)/python bench/approvals.py
 	$(BIN)/python bench/audit.py
 

@@ -59,6 +59,10 @@ def workload(variant: str, traces: int) -> None:
         )
     elif variant == "batch":
         provider.add_span_processor(BatchSpanProcessor(NoOpExporter()))  # type: ignore[arg-type]
+    elif variant == "store-before-summaries":
+        from trace_store import StoreBeforeSummaries
+
+        provider.add_span_processor(StoreBeforeSummaries(max_traces=200))
     tracer = provider.get_tracer("bench.instructions")
 
     def run(count: int) -> None:
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (Debian package valgrind)", file=sys.stderr)
         return 2
     none, store = per_span("none"), per_span("store")
+    before = per_span("store-before-summaries")
     print(f"per span, {MEASURED_TRACES * SPANS_PER_TRACE} spans, store full and evicting")
     print(f"{'event':<8}{'no processor':>16}{'TraceStore':>16}{'ratio':>10}")
     for event in ("Ir", "I1mr", "D1mr", "D1mw"):
@@ -124,10 +129,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{event:<8}{none[event]:>16,.0f}{store[event]:>16,.0f}{ratio:>9.3f}x")
     print("Ir: instructions; I1mr, D1mr, D1mw: L1 instruction, data-read, data-write misses")
     print()
-    before, export, batch = per_span("store-before"), per_span("store-export"), per_span("batch")
+    print("what the store adds to a span (less the span with no processor)")
+    print(f"{'event':<8}{'before summaries':>18}{'with summaries':>16}{'ratio':>10}")
+    for event in ("Ir", "I1mr", "D1mr", "D1mw"):
+        old, new = before[event] - none[event], store[event] - none[event]
+        ratio = new / old if old else float("nan")
+        print(f"{event:<8}{old:>18,.0f}{new:>16,.0f}{ratio:>9.3f}x")
+    print()
+    retention_before = per_span("store-before")
+    export, batch = per_span("store-export"), per_span("batch")
     print("instructions per span (Ir), including the SDK's own work and any worker thread")
     for label, figure, peer, peer_label, goal in (
-        ("TraceStore", store, before, "TraceStore before retention", 1.05),
+        ("TraceStore", store, retention_before, "TraceStore before retention", 1.05),
         ("tail export (errors + 1%)", export, batch, "BatchSpanProcessor(no-op)", 1.0),
     ):
         ratio = figure["Ir"] / peer["Ir"]

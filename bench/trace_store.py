@@ -51,6 +51,8 @@ from _harness import (
     run_interleaved,
 )
 from otel_bounded import TraceStore, TraceStoreStats, demo
+from otel_bounded.core import ENTRY_FULL, Refusal
+from otel_bounded.telemetry import DropReason
 from otel_bounded.traces import ExportPolicy
 
 SPANS_PER_TRACE = 10
@@ -64,6 +66,7 @@ SIMPLE_IN_MEMORY = "SimpleSpanProcessor(InMemorySpanExporter())"
 BATCH_NO_OP = "BatchSpanProcessor(no-op exporter)"
 ON_END_LARGE = "TraceStore.on_end, large store"
 ON_END_SMALL = "TraceStore.on_end, small store"
+ON_END_BEFORE_SUMMARIES = "TraceStore.on_end before summaries, small store"
 SPAN_VARIANTS = (
     NO_PROCESSOR,
     STORE_DEFAULTS,
@@ -176,6 +179,38 @@ class KeepReadableSpans(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         self.spans.append(span)
+
+
+class StoreBeforeSummaries(TraceStore):
+    """`TraceStore` with the `on_end` it had before per-trace summaries: the peer they are
+    measured against. Plain lists, no summary fold, no query index, and (as then) no eviction
+    callback once the first eviction is logged."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._shutdown:
+            return
+        try:
+            with self._lock:
+                self._received += 1
+                trace_id, record = self._encode(span)
+                traces = self._traces
+                records = traces.grow(trace_id)
+                if records is None:
+                    traces.put(trace_id, [record], weight=1)
+                elif records.__class__ is Refusal:
+                    self._drop(
+                        DropReason.MAX_SPANS_PER_TRACE
+                        if records is ENTRY_FULL
+                        else DropReason.MAX_SPANS
+                    )
+                else:
+                    records.append(record)  # type: ignore[union-attr]
+        except Exception as error:
+            self._count_error(error)
+        finally:
+            if self._pending_warnings:
+                self._flush_warnings()
+                self._traces.on_evict = None
 
 
 def _provider(processor: SpanProcessor | None) -> TracerProvider:
@@ -334,9 +369,13 @@ def time_variants(
     span_variant(SIMPLE_IN_MEMORY, SimpleSpanProcessor(in_memory), after=in_memory.clear)
     span_variant(BATCH_NO_OP, BatchSpanProcessor(NoOpExporter()))
 
-    for name, held in ((ON_END_LARGE, sizes.large_held), (ON_END_SMALL, sizes.small_held)):
+    for name, held, kind in (
+        (ON_END_LARGE, sizes.large_held, TraceStore),
+        (ON_END_SMALL, sizes.small_held, TraceStore),
+        (ON_END_BEFORE_SUMMARIES, sizes.small_held, StoreBeforeSummaries),
+    ):
         # max_spans well above 10 spans per trace, so max_traces is the binding cap.
-        store = TraceStore(max_traces=held, max_spans=20 * held, meter_provider=meter_provider)
+        store = kind(max_traces=held, max_spans=20 * held, meter_provider=meter_provider)
         stores[name] = store
         say(f"pre-filling {name} (max_traces={held:,}) ...")
         replay = _Replay(store, sizes.replay_traces)
@@ -486,6 +525,13 @@ def _goals(sizes: Sizes, timings: Timings, store_bytes: float, readable_bytes: f
         )
     )
     goals.append(
+        Goal(
+            "TraceStore.on_end cost: with summaries / before summaries (1k held)",
+            timings.median_ratio(ON_END_SMALL, ON_END_BEFORE_SUMMARIES),
+            1.05,
+        )
+    )
+    goals.append(
         Goal("retained bytes/span: TraceStore / ReadableSpan", store_bytes / readable_bytes, 0.2)
     )
     return goals
@@ -531,13 +577,15 @@ def format_results(results: Results, command: str) -> str:
             ["store", "us/span", "vs small store"],
             [
                 (
-                    f"max_traces={held:,}",
+                    f"max_traces={held:,}"
+                    + (" (on_end before summaries)" if name == ON_END_BEFORE_SUMMARIES else ""),
                     f"{timings.median_us(name):.3f}",
                     _ratio_cell(timings, name, ON_END_SMALL),
                 )
                 for name, held in (
                     (ON_END_LARGE, sizes.large_held),
                     (ON_END_SMALL, sizes.small_held),
+                    (ON_END_BEFORE_SUMMARIES, sizes.small_held),
                 )
             ],
         ),

@@ -35,7 +35,12 @@ def test_tiny_run_times_every_variant_and_judges_every_goal(bench: ModuleType) -
 
     results = bench.run_benchmark(sizes)
 
-    names = {*bench.SPAN_VARIANTS, bench.ON_END_LARGE, bench.ON_END_SMALL}
+    names = {
+        *bench.SPAN_VARIANTS,
+        bench.ON_END_LARGE,
+        bench.ON_END_SMALL,
+        bench.ON_END_BEFORE_SUMMARIES,
+    }
     assert set(results.timings.per_unit_ns) == names
     for name in names:
         assert len(results.timings.per_unit_ns[name]) == sizes.rounds
@@ -49,8 +54,8 @@ def test_tiny_run_times_every_variant_and_judges_every_goal(bench: ModuleType) -
     assert results.store_bytes_per_span > 0
     assert results.readable_span_bytes_per_span > 0
 
-    # The standing goals, then: store vs before retention, tail export vs batch, the byte budget.
-    assert len(results.goals) == 10
+    # The standing and summary goals; store vs before retention, tail export, the byte budget.
+    assert len(results.goals) == 11
     tail = results.store_stats[bench.STORE_TAIL_EXPORT]
     assert sum(tail.exported_by_reason.values()) + tail.not_exported > 0
     assert results.adversarial_retained_bytes > 0

@@ -295,6 +295,43 @@ def test_demo_with_small_caps_evicts_reports_and_exports_nothing() -> None:
     assert "OTEL_BOUNDED_TRACE_MAX_TRACES" in evictions[0]
 
 
+TOKEN_OUTCOMES = ("ok", "revoked", "expired", "invalid", "scope_mismatch")
+APPROVAL_REASONS = (
+    "allowed",
+    "approval_already_consumed",
+    "approval_capacity_exceeded",
+    "approval_denied",
+    "approval_expired",
+    "approval_pending",
+    "approval_revoked",
+    "approval_scope_mismatch",
+    "approval_self_approval",
+    "approval_unauthorized_delegate",
+)
+
+
+def test_demo_runs_tokens_and_approvals_into_every_main_refusal_within_their_caps() -> None:
+    result = run("demo", "--steps", "1000", env=clean_env())
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+
+    assert "capability tokens (otel_bounded_token_provider/0)" in out
+    for outcome in TOKEN_OUTCOMES:
+        assert table_row(out, outcome)[0] > 0, outcome
+    # 1,000 simulated seconds outlive the 600 s tokens: revocations were swept, not hoarded.
+    assert table_row(out, "revocations swept")[0] > 0
+    assert table_row(out, "revocations held")[0] < table_row(out, "revocations swept")[0]
+
+    for reason in APPROVAL_REASONS:
+        assert table_row(out, reason)[0] > 0, reason
+    live, max_live = table_row(out, "live (pending, granted)")
+    retained, max_terminal = table_row(out, "ended, retained")
+    assert 0 < live <= max_live
+    assert 0 < retained <= max_terminal
+    # The development-secret warning never shows: the demo brings its own key.
+    assert "development secret" not in result.stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_demo_redraws_its_progress_bar_in_place_on_a_terminal() -> None:
     import pty
@@ -476,6 +513,33 @@ def test_demo_exports_spans_metrics_and_logs_over_otlp(
     first_evictions = [body for body in warnings if "evicted its first trace" in body]
     assert len(first_evictions) == 1
     assert "OTEL_BOUNDED_TRACE_MAX_TRACES" in first_evictions[0]
+
+    # The table's token and approval figures are the metrics a collector received.
+    verifications = _last_points(received, telemetry.TOKEN_VERIFICATIONS, telemetry.OUTCOME)
+    for outcome in TOKEN_OUTCOMES:
+        assert verifications[outcome] == table_row(result.stdout, outcome)[0], outcome
+    decisions = _last_points(received, telemetry.APPROVAL_DECISIONS, telemetry.APPROVAL_REASON_CODE)
+    assert decisions.pop("") == table_row(result.stdout, "allowed")[0]
+    assert any(decisions.values())
+    for reason, count in decisions.items():
+        # Every reason is exported from 0; the table lists those that occurred.
+        if count:
+            assert count == table_row(result.stdout, reason)[0], reason
+        else:
+            assert not re.search(rf"^\s*{reason}\s", result.stdout, re.M), reason
+
+
+def _last_points(received: Received, name: str, key: str) -> dict[str, int]:
+    """The last exported value of each point of a counter, by its `key` attribute."""
+    values: dict[str, int] = {}
+    for request in received.metrics:
+        for resource_metrics in request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        for point in metric.sum.data_points:
+                            values[_attributes(point.attributes)[key]] = point.as_int
+    return values
 
 
 # -- examples/quickstart.py ----------------------------------------------------

@@ -17,7 +17,7 @@ from otel_bounded.approvals import (
     DelegationHop,
 )
 from otel_bounded.audit import AuditLog
-from otel_bounded.configurator import get_trace_store
+from otel_bounded.configurator import get_trace_store, get_web_view
 from otel_bounded.core import BoundedStore, EvictionReason
 from otel_bounded.errors import (
     ApprovalError,
@@ -31,6 +31,7 @@ from otel_bounded.errors import (
     TokenRevoked,
     TokenScopeError,
     TraceNotFound,
+    WebViewError,
 )
 from otel_bounded.tokens import (
     CapabilityToken,
@@ -41,7 +42,13 @@ from otel_bounded.tokens import (
     SQLiteRevocationStore,
     open_revocation_store,
 )
-from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
+from otel_bounded.traces import (
+    DropReason,
+    TraceEvictionReason,
+    TraceStore,
+    TraceStoreStats,
+    TraceSummary,
+)
 from otel_bounded.traces.compaction import (
     CompactionPolicy,
     CompactionResult,
@@ -86,10 +93,13 @@ __all__ = [
     "TraceNotFound",
     "TraceStore",
     "TraceStoreStats",
+    "TraceSummary",
     "UnresolvedReason",
+    "WebViewError",
     "__version__",
     "compact_spans",
     "get_trace_store",
+    "get_web_view",
     "open_revocation_store",
     "operation_totals",
 ]

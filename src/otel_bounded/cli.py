@@ -1,24 +1,29 @@
-"""The ``otel-bounded`` command: ``demo`` (the main job) and ``config`` (what the variables say)."""
+"""The ``otel-bounded`` command: ``demo`` (the main job), ``config`` (what the variables say),
+and ``traces``, ``trace`` and ``stats`` (what a running process's trace view holds)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from otel_bounded import config, demo
 from otel_bounded.audit import cli as audit_cli
+from otel_bounded.errors import WebViewError
 from otel_bounded.traces.sampler import SamplerInfo, describe_sampler
 from otel_bounded.version import __version__
+from otel_bounded.web import client
 
 __all__ = ["main"]
 
 _PREFIX = "OTEL_BOUNDED_"
-_SET, _UNSET, _REDACTED = "<set>", "<unset>", "<redacted>"
+_SET, _UNSET, _REDACTED = "<set>", "<unset>", config.REDACTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         return audit_cli.run(args, sys.stdout, sys.stderr)
     if args.command == "demo":
-        return demo.run(args.steps, otlp=args.otlp, stdout=sys.stdout, stderr=sys.stderr)
+        return demo.run(
+            args.steps,
+            otlp=args.otlp,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            serve=args.serve,
+            port=args.port,
+        )
+    if args.command in _VIEW_COMMANDS:
+        return show_view(args, stdout=sys.stdout, stderr=sys.stderr)
     return show_config(os.environ, as_json=args.json, stdout=sys.stdout)
 
 
@@ -45,12 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run_demo = commands.add_parser(
         "demo",
-        help="run a long-lived agent workload through TraceStore.from_env() and report",
+        help="run a long-lived agent through the trace store, tokens and approvals, and report",
         description=(
             "Run an agent-like workload, one small trace per step, through a TraceStore "
-            "configured from the OTEL_BOUNDED_TRACE_* variables, then print what it holds, "
-            "evicted and dropped. With OTEL_EXPORTER_OTLP_ENDPOINT set, spans, metrics and "
-            "logs are also exported over OTLP/gRPC; without it nothing leaves the process."
+            "configured from the OTEL_BOUNDED_TRACE_* variables; each step also presents a "
+            "capability token (HMACTokenProvider.from_env()) and some ask an ApprovalLedger, "
+            "with some of each refused. Then print, per capability, what is held against its "
+            "caps, evicted, dropped, swept, verified and decided. With "
+            "OTEL_EXPORTER_OTLP_ENDPOINT set, spans, metrics and logs are also exported over "
+            "OTLP/gRPC; without it nothing leaves the process."
         ),
     )
     run_demo.add_argument(
@@ -59,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
         default=demo.DEFAULT_STEPS,
         help=f"agent steps (traces) to run (default {demo.DEFAULT_STEPS:,}: past the default "
         "10,000-trace cap)",
+    )
+    run_demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep serving the trace view after the workload, until Ctrl-C",
+    )
+    run_demo.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="loopback port of the trace view served while the demo runs (default: any free)",
     )
     run_demo.add_argument(
         "--otlp",
@@ -76,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_view_commands(commands)
     audit_cli.add_parser(commands)
     return parser
 
@@ -151,8 +180,7 @@ def _row(setting: config.Setting) -> dict[str, Any]:
     if variable.secret:
         value = _SET if setting.source == "environment" else _UNSET
         if ignored is not None:
-            # A parser's message may quote the value it rejected (int() does).
-            reason = _redact(reason or "", ignored)
+            # The reason is already free of the value (config.resolve); the value is hidden here.
             ignored = _REDACTED
     elif variable.redact is not None:
         # Shown, as operators need to see which store is used, but without its credentials.
@@ -223,11 +251,99 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _redact(text: str, secret: str) -> str:
-    for form in sorted({secret, secret.strip()} - {""}, key=len, reverse=True):
-        text = text.replace(form, _REDACTED)
-    return text
-
-
 def _quoted(ignored: str) -> str:
     return ignored if ignored == _REDACTED else repr(ignored)
+
+
+# -- traces, trace, stats: a running process's view ------------------------------
+
+_VIEW_COMMANDS = ("traces", "trace", "stats")
+_URL_HELP = "the process's trace view, e.g. http://127.0.0.1:8765 (see OTEL_BOUNDED_HTTP_ENDPOINT)"
+
+
+def _add_view_commands(commands: Any) -> None:
+    traces = commands.add_parser(
+        "traces",
+        help="list the traces a running process holds, newest first",
+        description="List the traces a running process's TraceStore holds, through its view.",
+    )
+    traces.add_argument("--url", required=True, help=_URL_HELP)
+    traces.add_argument("--status", choices=("error", "ok", "unset"))
+    traces.add_argument("--name", help="a span name in the trace (a trailing * for a prefix)")
+    traces.add_argument("--min-duration-ms", type=_non_negative_float, metavar="D")
+    traces.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    traces.add_argument("--json", action="store_true", help="print the JSON the view returns")
+    trace = commands.add_parser(
+        "trace",
+        help="show one held trace as an indented tree",
+        description="Show one trace as a tree with durations and statuses; --json prints it "
+        "in the OTLP/HTTP JSON encoding, ready to send to a collector's /v1/traces.",
+    )
+    trace.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
+    trace.add_argument("--url", required=True, help=_URL_HELP)
+    trace.add_argument("--json", action="store_true", help="print OTLP/HTTP JSON")
+    stats = commands.add_parser(
+        "stats",
+        help="show a running store's held counts against its caps",
+        description="Held against every cap, evictions and drops by reason.",
+    )
+    stats.add_argument("--url", required=True, help=_URL_HELP)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def show_view(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO) -> int:
+    """Run `traces`, `trace` or `stats` against ``--url``; 1 with one line on stderr on failure."""
+    if args.command == "traces":
+        path = client.traces_path(
+            {
+                "status": args.status,
+                "name": args.name,
+                "min_duration_ms": args.min_duration_ms,
+                "limit": args.limit,
+            }
+        )
+        render = client.format_traces
+    elif args.command == "trace":
+        trace_id = args.trace_id.strip().lower()
+        if not _TRACE_ID.fullmatch(trace_id):
+            stderr.write(f"otel-bounded trace: a trace id is 32 hex digits, got {trace_id!r}\n")
+            return 1
+        path, render = f"/api/traces/{trace_id}", client.format_trace
+    else:
+        path, render = "/api/stats", client.format_stats
+    try:
+        data = client.fetch_json(args.url, path)
+        stdout.write(json.dumps(data, indent=2) + "\n" if args.json else render(data))
+    except WebViewError as error:
+        stderr.write(f"otel-bounded {args.command}: {error}\n")
+        return 1
+    except (KeyError, TypeError, ValueError, AttributeError):
+        stderr.write(
+            f"otel-bounded {args.command}: {args.url} answered something that is not an "
+            "otel-bounded view\n"
+        )
+        return 1
+    return 0
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value

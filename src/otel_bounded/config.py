@@ -9,6 +9,7 @@ fallback would silently lose revocations or change keys (``strict``) raise
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "REDACTED",
     "VARIABLES",
+    "SafeReason",
     "Setting",
     "Variable",
     "read",
@@ -125,14 +128,21 @@ def _lifetime(text: str) -> float:
     return value
 
 
+class SafeReason(ValueError):
+    """A parser's refusal whose message never quotes the value, so it may be shown whole.
+
+    A secret variable's parser raises it; any other `ValueError` from such a
+    parser is shown only with the value cut out, or not at all (`resolve`).
+    """
+
+
 def _secret(text: str) -> str:
-    # The reasons never quote the value: it is a secret.
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ValueError("not valid UTF-8") from None
+        raise SafeReason("not valid UTF-8") from None
     if size < MIN_SECRET_BYTES:
-        raise ValueError(f"shorter than {MIN_SECRET_BYTES} bytes")
+        raise SafeReason(f"shorter than {MIN_SECRET_BYTES} bytes")
     return text
 
 
@@ -161,6 +171,23 @@ def _boolean(text: str) -> bool:
     if lowered == "false":
         return False
     raise ValueError("not 'true' or 'false'")
+
+
+def _loopback_endpoint(text: str) -> str:
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not host or not _INTEGER.fullmatch(port) or not 0 <= int(port) <= 65535:
+        raise ValueError("not host:port with a port from 0 to 65535")
+    if host.lower() != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                "not a loopback address: a view started from a variable has no auth, so it "
+                "binds only 127.0.0.1, ::1 or localhost (serve(..., auth=) in code for others)"
+            )
+    return text.strip()
 
 
 _CREDENTIAL_NAME = re.compile(r"pass|pwd|user|secret|token|auth|cred|key", re.IGNORECASE)
@@ -232,7 +259,11 @@ class Variable:
 
 @dataclass(frozen=True)
 class Setting:
-    """A variable's effective value and where it came from (``environment`` or ``default``)."""
+    """A variable's effective value and where it came from (``environment`` or ``default``).
+
+    For a secret variable, `reason` never holds the value (see `resolve`);
+    `ignored` does, and is for the caller to hide.
+    """
 
     variable: Variable
     value: Any
@@ -392,6 +423,14 @@ APPROVAL_STORE = Variable(
     redact=redact_url,
 )
 
+HTTP_ENDPOINT = Variable(
+    "OTEL_BOUNDED_HTTP_ENDPOINT",
+    None,
+    _loopback_endpoint,
+    "host:port on loopback, e.g. 127.0.0.1:8765 (unset: no view)",
+    "Zero-code registration also serves the trace store's read-only web view there.",
+)
+
 
 def _byte_cap(text: str) -> int:
     value = _positive_int(text)
@@ -465,6 +504,7 @@ VARIABLES: tuple[Variable, ...] = (
     TOKEN_SWEEP_INTERVAL_SECONDS,
     REVOCATION_STORE,
     APPROVAL_STORE,
+    HTTP_ENDPOINT,
     AUDIT_PATH,
     AUDIT_MAX_BYTES,
     AUDIT_KEY,
@@ -481,7 +521,32 @@ def resolve(variable: Variable, environ: Mapping[str, str] | None = None) -> Set
     try:
         return Setting(variable, variable.parse(raw), "environment")
     except ValueError as exc:
-        return Setting(variable, variable.default, "default", ignored=raw, reason=str(exc))
+        reason = _secret_safe_reason(exc, raw) if variable.secret else str(exc)
+        return Setting(variable, variable.default, "default", ignored=raw, reason=reason)
+
+
+REDACTED = "<redacted>"
+"""What is shown in place of a secret value."""
+
+_WITHHELD_REASON = "invalid value (the reason is withheld: it would reveal the secret)"
+
+
+def _secret_safe_reason(error: ValueError, value: str) -> str:
+    """`error`'s message, safe to show for a secret `value`.
+
+    A `SafeReason` is shown whole. Any other message may quote the value (as
+    ``int()``'s does): each quoted copy of it is replaced whole, and if the
+    value still occurs after that, the message is withheld entirely. Letters
+    of the message are never replaced one by one, which would reveal them.
+    """
+    if isinstance(error, SafeReason):
+        return str(error)
+    reason = str(error)
+    for form in sorted({value, value.strip()} - {""}, key=len, reverse=True):
+        reason = reason.replace(repr(form), repr(REDACTED))
+    if any(form in reason for form in {value, value.strip()} - {""}):
+        return _WITHHELD_REASON
+    return reason
 
 
 def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
@@ -494,10 +559,8 @@ def read(variable: Variable, environ: Mapping[str, str] | None = None) -> Any:
                 variable.redact(ignored),
                 reason.replace(ignored, variable.redact(ignored)),
             )
-        shown = "<redacted>" if variable.secret else repr(ignored)
-        if variable.secret and setting.ignored in reason:
-            # A parser's reason may quote the value it refused: never a secret's.
-            reason = "invalid value"
+        # A secret's reason never holds its value (`resolve`); the value itself is never shown.
+        shown = REDACTED if variable.secret else repr(ignored)
         if variable.strict:
             raise ValueError(f"{variable.name}={shown} is invalid: {reason}")
         _logger.warning(

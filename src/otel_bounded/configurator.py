@@ -1,10 +1,16 @@
-"""Zero-code registration: ``OTEL_PYTHON_CONFIGURATOR=otel_bounded opentelemetry-instrument``.
+"""Zero-code registration by name: ``OTEL_PYTHON_CONFIGURATOR=otel_bounded``.
 
-`BoundedConfigurator` is the ``otel_bounded`` entry point of the
-``opentelemetry_configurator`` group. It sets the SDK up exactly as the
-distro's configurator does (from the usual ``OTEL_*`` variables, or from
-``OTEL_CONFIG_FILE``), then adds a `TraceStore.from_env()` to the global
-tracer provider, which `get_trace_store()` returns.
+Plain ``opentelemetry-instrument`` needs no configurator of ours: the
+``otel_bounded`` instrumentor adds the store to whatever the distro set up
+(`otel_bounded.instrumentor`). `BoundedConfigurator`, the ``otel_bounded``
+entry point of the ``opentelemetry_configurator`` group, is for those who
+prefer to name it: it sets the SDK up exactly as the distro's configurator
+does (from the usual ``OTEL_*`` variables, or from ``OTEL_CONFIG_FILE``),
+then adds a `TraceStore.from_env()` to the global tracer provider, which
+`get_trace_store()` returns (and, with ``OTEL_BOUNDED_HTTP_ENDPOINT``, serves
+its read-only web view, which `get_web_view()` returns). Both doors share
+one registration, so the store is never added twice and the view is served
+once.
 """
 
 from __future__ import annotations
@@ -13,14 +19,12 @@ import os
 import threading
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
-from opentelemetry.sdk.trace import TracerProvider
 
-from otel_bounded import telemetry
-from otel_bounded.traces import TraceStore
+from otel_bounded import registration
+from otel_bounded.registration import get_trace_store, get_web_view
 
-__all__ = ["ENTRY_POINT_NAME", "BoundedConfigurator", "get_trace_store"]
+__all__ = ["ENTRY_POINT_NAME", "BoundedConfigurator", "get_trace_store", "get_web_view"]
 
 ENTRY_POINT_NAME = "otel_bounded"
 """Our name in the ``opentelemetry_configurator`` entry point group."""
@@ -30,21 +34,16 @@ _CONFIGURATOR_VARIABLE = "OTEL_PYTHON_CONFIGURATOR"
 
 _lock = threading.Lock()
 _configured = False
-_store: TraceStore | None = None
-
-
-def get_trace_store() -> TraceStore | None:
-    """The store `BoundedConfigurator` added to the tracer provider; None when it added none."""
-    return _store
 
 
 class BoundedConfigurator(_OTelSDKConfigurator):
     """The SDK's own configurator, plus a `TraceStore` on the tracer provider it builds.
 
-    The store is added only when ``OTEL_PYTHON_CONFIGURATOR=otel_bounded``
+    The store is added here only when ``OTEL_PYTHON_CONFIGURATOR=otel_bounded``
     chose this configurator by name: with the variable unset,
     `opentelemetry-instrument` runs whichever configurator it finds first,
-    and installing otel-bounded alone must not add a store nobody asked for.
+    and the instrumentor, which runs next, adds the store unless
+    ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` opted out.
 
     Configuring twice does nothing the second time (the SDK's global
     providers can be set only once). A failure to add the store is logged
@@ -64,38 +63,9 @@ class BoundedConfigurator(_OTelSDKConfigurator):
 
 
 def _register_trace_store() -> None:
-    global _store
     chosen = os.environ.get(_CONFIGURATOR_VARIABLE, "").strip()
     if chosen != ENTRY_POINT_NAME:
-        telemetry.logger.warning(
-            "The otel_bounded configurator set up the OpenTelemetry SDK but added no "
-            "TraceStore, because %s=%r does not name it. Set %s=%s to add one, or %s=configurator "
-            "to use the distro's configurator.",
-            _CONFIGURATOR_VARIABLE,
-            chosen,
-            _CONFIGURATOR_VARIABLE,
-            ENTRY_POINT_NAME,
-            _CONFIGURATOR_VARIABLE,
-        )
+        # Not asked for by name: the otel_bounded instrumentor adds the store
+        # (unless OTEL_PYTHON_DISABLED_INSTRUMENTATIONS opts out, which must hold).
         return
-    try:
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            # Something set a non-SDK provider first (the SDK refuses to replace
-            # it), or a configuration file declared no tracer provider.
-            telemetry.logger.warning(
-                "otel_bounded added no TraceStore: the global tracer provider is a %s, not the "
-                "SDK's TracerProvider, so it cannot take a span processor.",
-                type(provider).__name__,
-            )
-            return
-        store = TraceStore.from_env()
-        provider.add_span_processor(store)
-        _store = store
-    except Exception as exc:  # the application starts regardless
-        telemetry.logger.warning(
-            "otel_bounded added no TraceStore (%s: %s); the application runs without one.",
-            type(exc).__name__,
-            exc,
-            exc_info=True,
-        )
+    registration.add_trace_store()

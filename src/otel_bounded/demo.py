@@ -1,10 +1,17 @@
-"""The ``otel-bounded demo`` workload: a long-lived agent whose recent traces stay bounded.
+"""The ``otel-bounded demo`` workload: a long-lived agent whose in-memory state stays bounded.
 
 Each step is one small trace (an ``agent.step`` root with LLM, tool and
 database children) recorded by ``TraceStore.from_env()``. Every step also
 checkpoints into one long-running session trace started by a remote
-orchestrator, so the per-trace cap is exercised too. The default step count
-outruns the default caps, so the run ends with evictions and drops to show.
+orchestrator, so the per-trace cap is exercised too. Each step presents a
+capability token for its tool call, and some steps ask an `ApprovalLedger`
+before a guarded action (`otel_bounded.demo_security`). The default step
+count outruns the default caps, so the run ends with evictions and drops to
+show. Time is simulated (one second per step) so that tokens and approvals
+expire and are swept within a run of seconds.
+
+The table is read from the real components: the trace store's `stats()`
+and, for tokens and approvals, the metrics their instruments export.
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, spans, metrics and logs (the
 store's first-eviction WARNING among them) are also exported over OTLP/gRPC;
@@ -17,6 +24,7 @@ import gc
 import logging
 import os
 import random
+import threading
 import time
 import tracemalloc
 import warnings
@@ -31,9 +39,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import (
@@ -45,9 +53,17 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from otel_bounded import telemetry
+from otel_bounded import telemetry, web
+from otel_bounded.demo_security import (
+    ApprovalReport,
+    SecurityWorkload,
+    TokenReport,
+    format_report,
+    read_report,
+)
 from otel_bounded.traces import DropReason, TraceEvictionReason, TraceStore, TraceStoreStats
 from otel_bounded.version import __version__
+from otel_bounded.web import WebView
 
 __all__ = ["DEFAULT_STEPS", "ENDPOINT_VARIABLE", "DemoResult", "MemoryHeld", "run"]
 
@@ -60,6 +76,7 @@ _TRACER_NAME = "otel_bounded.demo"
 # Faster than the SDK's 60 s default, so a collector shows the store filling during a short run.
 _METRIC_INTERVAL_MILLIS = 5_000
 _SEED = 20_240_601
+_SIMULATED_SECONDS_PER_STEP = 1.0
 
 _MODELS = ("gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-8b-instruct")
 _PROVIDERS = {
@@ -92,11 +109,15 @@ class DemoResult:
 
     steps: int
     spans_created: int
+    """Spans the SDK ended, counted by a span processor beside the store."""
     elapsed_seconds: float
     stats: TraceStoreStats
     memory: MemoryHeld
     endpoint: str | None
     interrupted: bool
+    tokens: TokenReport | None = None
+    approvals: ApprovalReport | None = None
+    simulated_seconds: float = 0.0
 
 
 def run(
@@ -105,6 +126,8 @@ def run(
     otlp: bool = False,
     stdout: TextIO,
     stderr: TextIO,
+    serve: bool = False,
+    port: int = 0,
 ) -> int:
     """Run the demo, print its table on `stdout`, and return the process exit status.
 
@@ -130,9 +153,27 @@ def run(
         stderr.write(
             f"otel-bounded demo: offline ({ENDPOINT_VARIABLE} is not set), nothing is exported\n"
         )
-    result = _run_workload(steps, endpoint=endpoint, stderr=stderr)
+    try:
+        result, view = _run_workload(steps, endpoint=endpoint, stderr=stderr, port=port, keep=serve)
+    except _ViewUnavailable as error:
+        stderr.write(f"otel-bounded demo: {error}\n")
+        return 2
     stdout.write(format_table(result))
+    if view is None:
+        return 130 if result.interrupted else 0
+    stdout.write(f"Serving the trace view at {view.url} until Ctrl-C.\n")
+    stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
     return 130 if result.interrupted else 0
+
+
+class _ViewUnavailable(Exception):
+    """The trace view could not start (say, its port is taken)."""
 
 
 def format_table(result: DemoResult) -> str:
@@ -151,8 +192,9 @@ def format_table(result: DemoResult) -> str:
         f"{result.elapsed_seconds:.1f} s, {where}",
         # tracemalloc slows every allocation several times over; speed is the benchmark's job.
         "(timed under tracemalloc; python bench/trace_store.py measures speed)",
+        f"(simulated agent time: {_duration(result.simulated_seconds)}, one second per step)",
         "",
-        f"{'':<26}{'held':>12}{'cap':>12}",
+        f"trace store{'held':>27}{'cap':>12}",
         f"{'traces':<26}{stats.traces:>12,}{stats.max_traces:>12,}",
         f"{'spans':<26}{stats.spans:>12,}{stats.max_spans:>12,}",
         f"{'spans per trace (max)':<26}{'':>12}{stats.max_spans_per_trace:>12,}",
@@ -178,18 +220,25 @@ def format_table(result: DemoResult) -> str:
         f"{'spans received':<26}{stats.received_spans:>12,}  = {stats.spans:,} held + "
         f"{stats.evicted_spans:,} in evicted traces + {stats.dropped_spans:,} dropped{compacted}",
         f"{'memory held':<26}{_mebibytes(result.memory.bytes):>12}  ({per_span:,.0f} B per span "
-        f"held; {result.memory.method})",
+        f"held; {result.memory.method})"
+        if not result.memory.method.startswith("not measured")
+        else f"{'memory held':<26}{'-':>12}  ({result.memory.method})",
         f"{'bytes held, estimated':<26}{_mebibytes(stats.bytes):>12}  (the store's own "
         f"estimate, made as each span is encoded; max_bytes={stats.max_bytes:,})",
         "",
     ]
+    if result.tokens is not None and result.approvals is not None:
+        lines += [*format_report(result.tokens, result.approvals), ""]
     return "\n".join(lines)
 
 
 # -- the workload ------------------------------------------------------------
 
 
-def _run_workload(steps: int, *, endpoint: str | None, stderr: TextIO) -> DemoResult:
+def _run_workload(
+    steps: int, *, endpoint: str | None, stderr: TextIO, port: int, keep: bool
+) -> tuple[DemoResult, WebView | None]:
+    """The workload, with the trace view served while it runs (and after, when `keep`)."""
     progress = _Progress(steps, stderr)
     with ExitStack() as cleanup:
         # The store's WARNINGs (invalid variables, first eviction) must not land mid progress bar.
@@ -202,44 +251,104 @@ def _run_workload(steps: int, *, endpoint: str | None, stderr: TextIO) -> DemoRe
             cleanup.callback(tracemalloc.stop)
         pipelines = _Pipelines(exporting=endpoint is not None)
         cleanup.callback(pipelines.shutdown)
-        store = TraceStore.from_env(meter_provider=pipelines.meter_provider)
+        clock = _SimulatedClock(time.time())
+        store = TraceStore.from_env(clock=clock, meter_provider=pipelines.meter_provider)
+        try:
+            view = web.serve(store, port=port)
+        except OSError as error:
+            raise _ViewUnavailable(
+                f"cannot serve the trace view on 127.0.0.1:{port} ({error}); choose another "
+                "--port, or 0 for any free one"
+            ) from None
+        if not keep:
+            cleanup.callback(view.close)
+        stderr.write(
+            f"otel-bounded demo: trace view at {view.url} "
+            f"({'until Ctrl-C' if keep else 'while the demo runs; --serve keeps it open'})\n"
+        )
         tracer = pipelines.tracer(store)
+        security = SecurityWorkload(
+            clock=clock,
+            tracer_provider=pipelines.tracer_provider,
+            meter_provider=pipelines.meter_provider,
+            rng=random.Random(_SEED + 1),
+        )
+        cleanup.callback(security.close)
         started = time.perf_counter()
-        done, spans, interrupted = _steps(tracer, steps, progress, store)
+        done, interrupted = _steps(tracer, steps, progress, store, security, clock)
         elapsed = time.perf_counter() - started
         progress.finish(done, interrupted=interrupted)
         stats = store.stats()
+        tokens, approvals = read_report(pipelines.report_reader, security)
         # Before the store is cleared: the final metric export reads it.
         pipelines.shutdown()
-        memory = _memory_held(store)
-    return DemoResult(done, spans, elapsed, stats, memory, endpoint, interrupted)
+        if keep:
+            memory = MemoryHeld(0, "not measured: measuring clears the store, which --serve shows")
+        else:
+            view.close()
+            memory = _memory_held(store)
+    result = DemoResult(
+        done,
+        pipelines.spans_ended,
+        elapsed,
+        stats,
+        memory,
+        endpoint,
+        interrupted,
+        tokens,
+        approvals,
+        clock.elapsed,
+    )
+    return result, (view if keep else None)
+
+
+class _SimulatedClock:
+    """Unix seconds that advance one step at a time, so hours of agent work take seconds."""
+
+    def __init__(self, start: float) -> None:
+        self._start = start
+        self.elapsed = 0.0
+
+    def __call__(self) -> float:
+        return self._start + self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
 
 
 def _steps(
-    tracer: trace.Tracer, steps: int, progress: _Progress, store: TraceStore
-) -> tuple[int, int, bool]:
+    tracer: trace.Tracer,
+    steps: int,
+    progress: _Progress,
+    store: TraceStore,
+    security: SecurityWorkload,
+    clock: _SimulatedClock,
+) -> tuple[int, bool]:
     rng = random.Random(_SEED)
     session = _remote_session()
-    spans = 0
     done = 0
     try:
         for index in range(steps):
-            spans += _agent_step(tracer, rng, index)
+            clock.advance(_SIMULATED_SECONDS_PER_STEP)
+            _agent_step(tracer, rng, index, security.step)
             with tracer.start_as_current_span(
                 "session.checkpoint",
                 context=session,
                 attributes={"session.id": "sess-orchestrator-1", "agent.step.index": index},
             ):
-                spans += 1
+                pass
             done = index + 1
             progress.update(done, store)
     except KeyboardInterrupt:
-        return done, spans, True
-    return done, spans, False
+        return done, True
+    return done, False
 
 
-def _agent_step(tracer: trace.Tracer, rng: random.Random, index: int) -> int:
-    """One agent step as one trace: plan with an LLM, call tools, answer; returns spans made."""
+def _agent_step(
+    tracer: trace.Tracer, rng: random.Random, index: int, guard: Callable[[int], None]
+) -> int:
+    """One agent step as one trace: plan, call tools, answer; `guard` checks its tokens and
+    approvals inside the step. Returns the spans the step made itself."""
     model = _MODELS[index % len(_MODELS)]
     llm_attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
@@ -261,6 +370,7 @@ def _agent_step(tracer: trace.Tracer, rng: random.Random, index: int) -> int:
             "llm.call", kind=SpanKind.CLIENT, attributes=llm_attributes
         ) as plan:
             plan.set_attributes(_usage(rng, finish="tool_calls"))
+        guard(index)
         for _ in range(rng.choice((0, 1, 1, 2))):
             spans += _tool_call(tracer, rng)
         with tracer.start_as_current_span(
@@ -363,21 +473,32 @@ class _Pipelines:
         self._resource = _resource()
         self._exporting = exporting
         # Shut down explicitly (see `shutdown`), not at exit: no provider outlives a run.
-        self._tracer_provider = TracerProvider(resource=self._resource, shutdown_on_exit=False)
-        self.meter_provider: SdkMeterProvider | None = None
+        self.tracer_provider = TracerProvider(resource=self._resource, shutdown_on_exit=False)
+        self._span_counter = _SpanCounter()
+        self.tracer_provider.add_span_processor(self._span_counter)
+        # The table's token and approval figures are read from these metrics, offline too.
+        self.report_reader = InMemoryMetricReader()
+        readers: list[Any] = [self.report_reader]
         self._logger_provider: LoggerProvider | None = None
         self._handler: logging.Handler | None = None
         self._shut_down = False
         if exporting:
-            self._start_metrics_and_logs()
+            readers.append(self._start_metrics_and_logs())
+        self.meter_provider = SdkMeterProvider(
+            metric_readers=readers, resource=self._resource, shutdown_on_exit=False
+        )
+
+    @property
+    def spans_ended(self) -> int:
+        return self._span_counter.ended
 
     def tracer(self, store: TraceStore) -> trace.Tracer:
-        self._tracer_provider.add_span_processor(store)
+        self.tracer_provider.add_span_processor(store)
         if self._exporting:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            self._tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        return self._tracer_provider.get_tracer(_TRACER_NAME, __version__)
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        return self.tracer_provider.get_tracer(_TRACER_NAME, __version__)
 
     def shutdown(self) -> None:
         """Flush and stop every provider, spans first; later calls do nothing."""
@@ -385,15 +506,15 @@ class _Pipelines:
             return
         self._shut_down = True
         # The store stays readable after its tracer provider is shut down.
-        self._tracer_provider.shutdown()
+        self.tracer_provider.shutdown()
         if self._handler is not None:
             telemetry.logger.removeHandler(self._handler)
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
+        self.meter_provider.shutdown()
         if self._logger_provider is not None:
             self._logger_provider.shutdown()
 
-    def _start_metrics_and_logs(self) -> None:
+    def _start_metrics_and_logs(self) -> PeriodicExportingMetricReader:
+        """Start the OTLP log pipeline; the OTLP metric reader it returns joins the meter."""
         # Imported here so an offline run never loads gRPC.
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -404,9 +525,6 @@ class _Pipelines:
         reader = PeriodicExportingMetricReader(
             OTLPMetricExporter(), export_interval_millis=interval
         )
-        self.meter_provider = SdkMeterProvider(
-            metric_readers=[reader], resource=self._resource, shutdown_on_exit=False
-        )
         self._logger_provider = LoggerProvider(resource=self._resource, shutdown_on_exit=False)
         self._logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
         with warnings.catch_warnings():
@@ -415,6 +533,17 @@ class _Pipelines:
             warnings.simplefilter("ignore", DeprecationWarning)
             self._handler = LoggingHandler(logger_provider=self._logger_provider)
         telemetry.logger.addHandler(self._handler)
+        return reader
+
+
+class _SpanCounter(SpanProcessor):
+    """Counts the spans the SDK ends, independently of the store."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
 
 
 # -- progress ------------------------------------------------------------------
@@ -495,6 +624,11 @@ def _without_credentials(endpoint: str) -> str:
         return endpoint
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=host))
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
 def _mebibytes(size: int) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "TokenRevoked",
     "TokenScopeError",
     "TraceNotFound",
+    "WebViewError",
 ]
 
 
@@ -131,6 +132,13 @@ class ApprovalError(Exception):
         super().__init__(f"{reason_code}: {message}")
         self.reason_code = reason_code
         self.approval_id = approval_id
+
+
+class WebViewError(Exception):
+    """A request to a running process's trace view failed (unreachable, not held, not a view).
+
+    The message is one line a person can act on; the command line prints it.
+    """
 
 
 class AuditLogError(Exception):

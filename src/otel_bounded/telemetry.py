@@ -22,6 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.trace import TracerProvider
 
+from otel_bounded import logs
 from otel_bounded.version import __version__
 
 # -- scope ---------------------------------------------------------------
@@ -30,6 +31,7 @@ INSTRUMENTATION_NAME = "otel_bounded"
 """The meter, tracer and logger name."""
 
 logger = logging.getLogger(INSTRUMENTATION_NAME)
+logs.install(logger)  # its WARNINGs reach stderr and OTel logs whatever the app did to logging
 
 # -- attributes ------------------------------------------------------------
 
@@ -70,6 +72,13 @@ APPROVAL_CHAIN_LENGTH = "otel_bounded.approval.delegation_chain.length"
 APPROVAL_REASON_CODE = "otel_bounded.approval.reason_code"
 APPROVAL_ARGUMENTS_DIGEST = "otel_bounded.approval.arguments_digest"
 APPROVAL_STORE_KIND = "otel_bounded.approval_store"
+
+# On the first-eviction and first-drop log records, beside the eviction or drop reason.
+CAP_NAME = "otel_bounded.cap.name"
+"""The argument whose cap was reached: ``max_traces``, ``max_spans``, ``ttl_seconds``..."""
+CAP_VALUE = "otel_bounded.cap.value"
+CAP_VARIABLE = "otel_bounded.cap.variable"
+"""The ``OTEL_BOUNDED_*`` variable that raises the cap."""
 
 COMPOSITE_COUNT = "otel_bounded.composite.count"
 COMPOSITE_DURATION_SUM_NS = "otel_bounded.composite.duration_sum_ns"

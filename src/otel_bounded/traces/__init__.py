@@ -7,6 +7,7 @@ from otel_bounded.traces.compaction import (
     operation_totals,
 )
 from otel_bounded.traces.export import ExportPolicy, ExportReason
+from otel_bounded.traces.query import TraceSummary
 from otel_bounded.traces.retention import RetentionClass
 from otel_bounded.traces.store import (
     DropReason,
@@ -26,6 +27,7 @@ __all__ = [
     "TraceEvictionReason",
     "TraceStore",
     "TraceStoreStats",
+    "TraceSummary",
     "UnresolvedReason",
     "compact_spans",
     "operation_totals",

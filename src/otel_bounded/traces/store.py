@@ -6,9 +6,8 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
-from types import MappingProxyType
 from typing import Any
 
 from opentelemetry.context import Context
@@ -35,7 +34,15 @@ from otel_bounded.telemetry import DropReason, TraceEvictionReason, UnresolvedRe
 from otel_bounded.traces.compaction import CompactionPolicy
 from otel_bounded.traces.compactor import Compactor
 from otel_bounded.traces.export import ExportPolicy, ExportReason, TailExport, downstream_from_env
-from otel_bounded.traces.records import Record, SpanEncoder, decode
+from otel_bounded.traces.query import (
+    DEFAULT_LIMIT,
+    NOTABLE,
+    TraceIndex,
+    TraceQuery,
+    TraceSummary,
+    new_trace,
+)
+from otel_bounded.traces.records import HAS_PARENT, Record, SpanEncoder, decode
 from otel_bounded.traces.retention import (
     LOCAL_ROOT,
     NO_BYTES,
@@ -51,6 +58,7 @@ __all__ = [
     "TraceEvictionReason",
     "TraceStore",
     "TraceStoreStats",
+    "TraceSummary",
     "UnresolvedReason",
 ]
 
@@ -110,6 +118,7 @@ class TraceStoreStats:
     spans_compacted: int = 0
     unresolved_by_reason: Mapping[str, int] = field(default_factory=dict)
     """Merged-away span ids forgotten while their trace was held, by `UnresolvedReason`."""
+    ttl_seconds: float | None = None
     bytes: int = 0
     """Bytes held, as estimated when each span was encoded."""
     max_bytes: int = 0
@@ -121,6 +130,33 @@ class TraceStoreStats:
     not_exported: int = 0
     export_failures: int = 0
     """Hand-offs to the tail export's downstream that raised (the spans stay held)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data (`dataclasses.asdict` gives the same, read-only)."""
+        return {
+            key: dict(value) if isinstance(value, dict) else value
+            for key, value in asdict(self).items()
+        }
+
+
+class _ByClass(dict[str, "_Counts"]):
+    """Evictions by class, then reason, in a stats snapshot: read-only as `_Counts` is."""
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> Any:
+        raise TypeError("a TraceStoreStats snapshot is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
+class _Counts(dict[str, int]):
+    """Counts by reason in a stats snapshot: a dict (so `asdict` copies it) that refuses changes."""
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> Any:
+        raise TypeError("a TraceStoreStats snapshot is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
 
 
 class TraceStore(SpanProcessor):
@@ -190,6 +226,7 @@ class TraceStore(SpanProcessor):
             "max_spans_per_trace": max_spans_per_trace,
             "ttl_seconds": ttl_seconds,
             "max_bytes": max_bytes,
+            "max_remembered_ids": None if compaction is None else compaction.max_remembered_ids,
         }
         self._max_spans_per_trace = max_spans_per_trace
         # Spans at which a trace is compacted before a span of it is dropped.
@@ -208,6 +245,8 @@ class TraceStore(SpanProcessor):
         self._audit = audit
         self._encoder = SpanEncoder()
         self._encode = self._encoder.encode
+        self._index = TraceIndex(self._traces, self._encoder)
+        self._held = self._index.held
         self._max_bytes = max_bytes
         self._admission = Admission(max_attribute_length, slow_threshold_ms)
         self._admit = self._admission.admit
@@ -288,6 +327,17 @@ class TraceStore(SpanProcessor):
                 )
         return store
 
+    def __repr__(self) -> str:
+        with self._lock:
+            traces, spans = len(self._traces), self._traces.weight
+        ttl = self._limits["ttl_seconds"]
+        return (
+            f"<TraceStore {self.component[telemetry.COMPONENT_NAME]}: {traces:,}/"
+            f"{self._max_traces:,} traces, {spans:,}/{self._max_spans:,} spans, "
+            f"max_spans_per_trace={self._max_spans_per_trace:,}, ttl_seconds={ttl}"
+            f"{', compacting' if self._compactor is not None else ''}>"
+        )
+
     # -- SpanProcessor ---------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -306,16 +356,25 @@ class TraceStore(SpanProcessor):
                     held = self._record_compacting(trace_id, record, size, flags, self._compactor)
                 else:
                     # `_record`, inlined for the common case: this runs for every span.
-                    records = self._traces.grow(trace_id)
-                    if records is not None and records.__class__ is not Refusal:
+                    trace = self._traces.grow(trace_id)
+                    if trace is not None and trace.__class__ is not Refusal:
                         refusal = self._retention.take(trace_id, size, flags, new=False)
                         if refusal is None:
-                            records.append(record)  # type: ignore[union-attr]
+                            trace.append(record)  # type: ignore[union-attr]
+                            # `HeldTrace.fold` written out: a call would cost more than the fold.
+                            start = record[2]
+                            if start is not None and start < trace.start:  # type: ignore[union-attr]
+                                trace.start = start  # type: ignore[union-attr]
+                            end = record[3]
+                            if end is not None and end > trace.end:  # type: ignore[union-attr]
+                                trace.end = end  # type: ignore[union-attr]
+                            if (record[4] ^ HAS_PARENT) & NOTABLE:
+                                trace.note(record)  # type: ignore[union-attr]
                             held = True
                         else:
                             held = self._refuse_grown(trace_id, refusal)
                     else:
-                        held = self._record(trace_id, record, size, flags, records)
+                        held = self._record(trace_id, record, size, flags, trace)
                 if self._tail is not None:
                     handed = self._decide(trace_id, flags, span, held)
         except Exception as error:  # never raise into the application
@@ -345,7 +404,9 @@ class TraceStore(SpanProcessor):
             if refusal is not None:
                 self._drop(_DROPS[refusal])
                 return False
-            traces.put(trace_id, [record], weight=1)
+            trace = new_trace(trace_id, record)
+            traces.put(trace_id, trace, weight=1)
+            self._held[trace_id] = trace
             return True
         if records.__class__ is Refusal:
             self._drop(_DROPS[records])
@@ -354,6 +415,7 @@ class TraceStore(SpanProcessor):
         if refusal is not None:
             return self._refuse_grown(trace_id, refusal)
         records.append(record)  # type: ignore[union-attr]
+        records.fold(record)  # type: ignore[union-attr]
         return True
 
     def _refuse_grown(self, trace_id: int, refusal: Refusal) -> bool:
@@ -390,10 +452,12 @@ class TraceStore(SpanProcessor):
             self._drop(_DROPS[refusal])
             return False
         if new:
-            records = [record]
+            records = new_trace(trace_id, record)
             traces.put(trace_id, records, weight=1)
+            self._held[trace_id] = records
         else:
             records.append(record)  # type: ignore[union-attr]
+            records.fold(record)  # type: ignore[union-attr]
         try:
             compactor.recorded(trace_id, records, record)  # type: ignore[arg-type]
         except Exception as error:  # the span is held: a failed pass drops nothing
@@ -526,6 +590,53 @@ class TraceStore(SpanProcessor):
             raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
         return None if record is None else decode(key, record, self._encoder)
 
+    def query(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        min_duration_ms: float | None = None,
+        max_duration_ms: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[TraceSummary]:
+        """Summaries of held traces matching every filter given, newest start first.
+
+        `status`: ``"error"``, ``"ok"`` or ``"unset"`` (see `TraceSummary`);
+        `name`: some span's name, exactly, or a prefix ending in ``*``;
+        `attributes`: keys and values one span carries (its resource's count
+        too, e.g. ``service.name``), compared by type and value; `since` and
+        `until`: Unix seconds, inclusive, on the trace's start. Filters on
+        status, duration and time read only per-trace summaries.
+        """
+        request = TraceQuery(
+            status=status,
+            name=name,
+            min_duration_ms=min_duration_ms,
+            max_duration_ms=max_duration_ms,
+            attributes=attributes,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        try:
+            return self._index.query(request, self._lock)
+        finally:
+            self._flush_warnings()
+
+    def summary(self, trace_id: int | str) -> TraceSummary:
+        """The summary of one held trace; `TraceNotFound` otherwise."""
+        key = _trace_key(trace_id)
+        with self._lock:
+            summary = self._index.summary(key)
+            evicted = sum(self._traces.evictions.values())
+        self._flush_warnings()
+        if summary is None:
+            raise TraceNotFound(key, evicted_traces=evicted, max_traces=self._max_traces)
+        return summary
+
     @property
     def evicted_count(self) -> int:
         """Whole traces evicted since the store was created, every reason together."""
@@ -560,23 +671,26 @@ class TraceStore(SpanProcessor):
                 max_traces=self._max_traces,
                 max_spans=self._max_spans,
                 max_spans_per_trace=self._max_spans_per_trace,
-                evictions_by_reason=MappingProxyType(evictions),
-                drops_by_reason=MappingProxyType(dict(self._drops)),
+                evictions_by_reason=_Counts(evictions),
+                drops_by_reason=_Counts(self._drops),
                 received_spans=self._received,
                 compactions=0 if self._compactor is None else self._compactor.compactions,
                 spans_compacted=0 if self._compactor is None else self._compactor.spans_compacted,
-                unresolved_by_reason=MappingProxyType(
+                unresolved_by_reason=_Counts(
                     {UnresolvedReason.MAX_REMEMBERED_IDS: 0}
                     if self._compactor is None
-                    else dict(self._compactor.unresolved)
+                    else self._compactor.unresolved
                 ),
+                ttl_seconds=self._limits["ttl_seconds"],
                 bytes=retention.total_bytes,
                 max_bytes=self._max_bytes,
-                evictions_by_class=MappingProxyType(by_class),
-                traces_by_class=MappingProxyType(retention.held_by_class()),
+                evictions_by_class=_ByClass(
+                    {cls: _Counts(counts) for cls, counts in by_class.items()}
+                ),
+                traces_by_class=_Counts(retention.held_by_class()),
                 truncated_attributes=self._admission.truncated,
-                exported_by_reason=MappingProxyType(
-                    dict(tail.exported) if tail is not None else dict.fromkeys(ExportReason.ALL, 0)
+                exported_by_reason=_Counts(
+                    tail.exported if tail is not None else dict.fromkeys(ExportReason.ALL, 0)
                 ),
                 not_exported=0 if tail is None else tail.not_exported,
                 export_failures=0 if tail is None else tail.failures,
@@ -592,6 +706,7 @@ class TraceStore(SpanProcessor):
             self._received -= self._traces.weight
             self._traces.clear()
             self._retention.clear()
+            self._index.clear()
             if self._compactor is not None:
                 self._compactor.clear()
 
@@ -700,6 +815,7 @@ class TraceStore(SpanProcessor):
 
     def _on_retention_evict(self, trace_id: int, records: list[Record], reason: str) -> None:
         """Every evicted trace, whoever evicted it (`reason` a `TraceEvictionReason`)."""
+        self._held.pop(trace_id, None)
         # The spans are decoded and encoded by the audit log's writer, off this thread.
         self._audit.append(
             telemetry.AUDIT_TRACE_EVICTED,
@@ -741,7 +857,13 @@ class TraceStore(SpanProcessor):
                     exc_info=self._first_export_error,
                 )
                 continue
+            fields: dict[str, str | int | float] = dict(self.component)
             if kind == "unresolved":
+                fields[telemetry.COMPACTION_UNRESOLVED_REASON] = reason
+                fields[telemetry.CAP_NAME] = "max_remembered_ids"
+                remembered = self._limits["max_remembered_ids"]
+                if remembered is not None:
+                    fields[telemetry.CAP_VALUE] = remembered
                 telemetry.logger.warning(
                     "TraceStore %s forgot merged-away span ids of a held trace (reason %s): "
                     "a late child of such a span keeps its original parent id and resolve() "
@@ -750,9 +872,11 @@ class TraceStore(SpanProcessor):
                     name,
                     reason,
                     telemetry.TRACE_STORE_COMPACTION_UNRESOLVED,
+                    extra=fields,
                 )
                 continue
             if kind == "error":
+                fields[telemetry.DROP_REASON] = DropReason.ERROR
                 telemetry.logger.warning(
                     "TraceStore %s failed to record a span; it never raises into the "
                     "application, so this and any later failure are counted in %s "
@@ -760,10 +884,17 @@ class TraceStore(SpanProcessor):
                     name,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
                     exc_info=self._first_error,
+                    extra=fields,
                 )
                 continue
             variable, argument = _REMEDY[reason]
             limit = self._limits[argument]
+            # The structured twin of the message, for OTel log records (see otel_bounded.logs).
+            fields[telemetry.DROP_REASON if kind == "drop" else telemetry.EVICTION_REASON] = reason
+            fields[telemetry.CAP_NAME] = argument
+            fields[telemetry.CAP_VARIABLE] = variable.name
+            if limit is not None:
+                fields[telemetry.CAP_VALUE] = limit
             if kind == "drop":
                 telemetry.logger.warning(
                     "TraceStore %s dropped its first span (reason %s, %s=%s). Raise %s (or "
@@ -775,6 +906,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_SPANS_DROPPED,
+                    extra=fields,
                 )
             elif reason == TraceEvictionReason.TTL:
                 telemetry.logger.warning(
@@ -788,6 +920,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_EVICTIONS,
+                    extra=fields,
                 )
             else:
                 telemetry.logger.warning(
@@ -804,6 +937,7 @@ class TraceStore(SpanProcessor):
                     variable.name,
                     argument,
                     telemetry.TRACE_STORE_EVICTIONS,
+                    extra=fields,
                 )
 
     def _at_fork_reinit(self) -> None:

@@ -1,8 +1,10 @@
 """An application with no OpenTelemetry set-up of its own: run it under opentelemetry-instrument.
 
 It makes `--count` traces of two spans each through the global tracer
-provider, then prints one JSON line: the global tracer provider's class and
-`get_trace_store().stats()` (null without a store). `--configure` calls the
+provider, then prints one JSON line: the global tracer provider's class, its
+resource's ``service.name``, the classes of its span processors,
+`get_trace_store().stats()` (null without a store), and, when zero-code set-up
+serves the trace view, what its ``/api/traces`` lists. `--configure` calls the
 configurator itself, as `opentelemetry-instrument` does (a second time, if it
 already ran); `--foreign-provider` first installs a tracer provider that is
 not the SDK's, so that the store cannot be added. (Option names must not
@@ -13,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 from opentelemetry import trace
 
-from otel_bounded.configurator import BoundedConfigurator, get_trace_store
+from otel_bounded.configurator import BoundedConfigurator, get_trace_store, get_web_view
 
 
 def main() -> None:
@@ -44,8 +48,15 @@ def main() -> None:
         ):
             pass
 
+    provider = trace.get_tracer_provider()
+    resource = getattr(provider, "resource", None)
+    # The SDK has no public list of a provider's processors: read its private one.
+    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", ())
     report: dict[str, Any] = {
-        "tracer_provider": type(trace.get_tracer_provider()).__name__,
+        "tracer_provider": type(provider).__name__,
+        "service_name": None if resource is None else resource.attributes.get("service.name"),
+        "span_processors": [type(processor).__name__ for processor in processors],
+        "root_handlers": [type(handler).__module__ for handler in logging.getLogger().handlers],
         "store_kept": store is before,
         "store": None,
     }
@@ -56,6 +67,12 @@ def main() -> None:
             for field in fields(stats)
             for value in [getattr(stats, field.name)]
         }
+    view = get_web_view()
+    report["view"] = None
+    if view is not None:
+        with urllib.request.urlopen(f"{view.url}api/traces?limit=1000", timeout=10) as response:
+            listed = json.load(response)["traces"]
+        report["view"] = {"host": view.host, "traces": len(listed)}
     print(json.dumps(report))
 
 
