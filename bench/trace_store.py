@@ -448,6 +448,10 @@ def adversarial_retained_bytes(max_bytes: int) -> int:
     return retained
 
 
+def _no_guard(_index: int) -> None:
+    """The demo step's token and approval checks, left out: only the trace is measured."""
+
+
 def demo_estimate_and_measured(steps: int) -> tuple[int, int]:
     """The store's byte estimate and tracemalloc's count of what clearing it frees."""
     meter_provider = MeterProvider()
@@ -459,7 +463,7 @@ def demo_estimate_and_measured(steps: int) -> tuple[int, int]:
     tracemalloc.start()
     try:
         for index in range(steps):
-            demo._agent_step(tracer, rng, index)
+            demo._agent_step(tracer, rng, index, _no_guard)
         gc.collect()
         estimate = store.stats().bytes
         before = tracemalloc.get_traced_memory()[0]
