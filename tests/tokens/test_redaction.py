@@ -219,3 +219,29 @@ def test_an_invalid_store_url_from_the_environment_is_refused_without_its_passwo
         HMACTokenProvider.from_env()
 
     assert_hidden(str(refused.value))
+
+
+@pytest.mark.parametrize("wrap", ["{}", "Bearer {}", "user:{}", " {} "])
+def test_a_token_passed_as_a_principal_is_refused_before_any_span_or_store_sees_it(
+    wrap: str,
+) -> None:
+    telemetry = Telemetry.create()
+    provider = HMACTokenProvider(SECRET, clock=FakeClock(1_000_000.0), **telemetry.providers())
+    encoded = provider.issue("read", "alice", ttl_seconds=60).encode()
+    misplaced = wrap.format(encoded)
+
+    for call in (
+        lambda: provider.revoke_all(misplaced),
+        lambda: provider.issue("read", misplaced, ttl_seconds=60),
+        lambda: provider.issue(misplaced, "alice", ttl_seconds=60),
+    ):
+        with pytest.raises(ValueError, match="encoded token") as caught:
+            call()
+        assert encoded not in str(caught.value)
+        signature = encoded.rsplit(".", 1)[1]
+        assert signature not in str(caught.value)
+
+    exported = [json.dumps(dict(span.attributes or {})) for span in telemetry.spans()]
+    assert all(encoded.rsplit(".", 1)[1] not in text for text in exported)
+    assert provider.revoke_all("alice") == 1
+    telemetry.shutdown()

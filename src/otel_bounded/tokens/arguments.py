@@ -8,7 +8,7 @@ from typing import Any
 
 from otel_bounded import config
 from otel_bounded.errors import TokenScopeError
-from otel_bounded.tokens.token import MAX_ENCODED_LENGTH, signing_input
+from otel_bounded.tokens.token import MAX_ENCODED_LENGTH, TOKEN_PREFIX, signing_input
 
 __all__ = [
     "check_encoded_length",
@@ -78,9 +78,16 @@ def skew_seconds(value: object) -> float:
 
 
 def check_name(name: str, value: object) -> None:
+    # Never repeat the value: a token or secret passed here by mistake would leak into the error.
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty str, got {value!r}")
+        raise ValueError(f"{name} must be a non-empty str, got a {type(value).__name__}")
+    if str.__contains__(value, _ENCODED_TOKEN_MARK):
+        # An encoded token (perhaps behind "Bearer ") in an id would reach spans and stores.
+        raise ValueError(f"{name} holds an encoded token; pass the id, never a token")
     check_utf8(name, value)
+
+
+_ENCODED_TOKEN_MARK = f"{TOKEN_PREFIX}."
 
 
 def check_utf8(name: str, value: str) -> None:
