@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from otel_bounded import TraceStore
-from otel_bounded.web import WebView
-from tests.web.helpers import get, get_json
+from otel_bounded.web import WebView, serve
+from tests.web.helpers import get, get_json, recorded_store
 
 
 def parse_otlp_json(data: dict[str, Any]) -> ExportTraceServiceRequest:
@@ -159,3 +159,54 @@ def test_json_responses_are_json(view: WebView) -> None:
     status, headers, _ = get(f"{view.url}api/stats")
     assert status == 200
     assert headers["Content-Type"] == "application/json"
+
+
+def _span_ids(data: dict[str, Any]) -> set[tuple[int, int]]:
+    request = parse_otlp_json(data)
+    return {
+        (int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"))
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    }
+
+
+def _held_ids(store: TraceStore, keep: Any) -> set[tuple[int, int]]:
+    """The brute-force model: every span of every held trace that `keep` accepts."""
+    return {
+        (trace_id, span.context.span_id)  # type: ignore[union-attr]
+        for trace_id in store.trace_ids()
+        for spans in [store.get(trace_id)]
+        if keep(spans)
+        for span in spans
+    }
+
+
+def test_the_dump_is_every_held_trace_or_those_filtered_as_one_otlp_body(
+    view: WebView, recorded: tuple[TraceStore, dict[str, int]]
+) -> None:
+    store, ids = recorded
+    cases: list[tuple[str, Any]] = [
+        ("", lambda spans: True),
+        (
+            "?status=error",
+            lambda spans: any(s.status.status_code is StatusCode.ERROR for s in spans),
+        ),
+        ("?status=ok", lambda spans: any(s.status.status_code is StatusCode.OK for s in spans)),
+        ("?since=0", lambda spans: True),
+        ("?since=99999999999", lambda spans: False),
+    ]
+    for query, keep in cases:
+        status, data = get_json(f"{view.url}api/dump{query}")
+        assert status == 200, query
+        assert _span_ids(data) == _held_ids(store, keep), query
+    status, data = get_json(f"{view.url}api/dump?status=error")
+    assert {trace_id for trace_id, _ in _span_ids(data)} == {ids["hostile"]}
+
+
+def test_the_dump_refuses_bad_filters_with_400() -> None:
+    store, _ = recorded_store()
+    with serve(store) as running:
+        for query in ("?status=boom", "?since=nan", "?since=soon", "?limit=3"):
+            status, _ = get_json(f"{running.url}api/dump{query}")
+            assert status == 400, query

@@ -1,7 +1,9 @@
 """The view as a WSGI application: read-only routes over one `TraceStore`.
 
 Pages: ``/``, ``/traces/<trace_id>``, ``/stats``. JSON: ``/api/traces``,
-``/api/traces/<trace_id>`` (OTLP/HTTP JSON), ``/api/stats``. Only GET and
+``/api/traces/<trace_id>`` (OTLP/HTTP JSON), ``/api/stats``, ``/api/dump``
+(every held trace, or those since a time or with a status, as one OTLP/HTTP
+JSON body: `TraceStore.dump`). Only GET and
 HEAD are answered (anything else is 405), every response is bounded in size
 and carries a Content-Security-Policy that allows no script, and with `auth`
 set every request must carry a bearer token `auth` accepts.
@@ -16,6 +18,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from otel_bounded.errors import TraceNotFound
 from otel_bounded.traces import TraceStore
@@ -167,9 +172,11 @@ class WebApp:
             if match.group(1):
                 return ("200 OK", *_json(encode_otlp_json(spans)))
             return "200 OK", _HTML, pages.trace_page(summary, spans).encode()
+        if path == "/api/dump":
+            return ("200 OK", *_json(_dump(store, _filters(query_string, _DUMP_FILTERS))))
         if path.startswith(("/traces/", "/api/traces/")):
             raise _HTTPError("404 Not Found", "a trace id is 32 lowercase hex digits")
-        raise _HTTPError("404 Not Found", "no such page: see / , /stats or /api/traces")
+        raise _HTTPError("404 Not Found", "no such page: see / , /stats, /api/traces or /api/dump")
 
 
 _HTML = "text/html; charset=utf-8"
@@ -221,6 +228,30 @@ def _query_arguments(filters: Mapping[str, str]) -> dict[str, Any]:
         else:
             arguments[name] = text
     return arguments
+
+
+_DUMP_FILTERS = ("since", "status")
+_STATUS_CODES = {"error": StatusCode.ERROR, "ok": StatusCode.OK, "unset": StatusCode.UNSET}
+
+
+def _dump(store: TraceStore, filters: Mapping[str, str]) -> dict[str, Any]:
+    """`TraceStore.dump` as one OTLP/HTTP JSON body: the flight recorder's snapshot."""
+    since: float | None = None
+    if filters.get("since"):
+        try:
+            since = float(filters["since"])
+        except ValueError:
+            raise _HTTPError("400 Bad Request", "since must be Unix seconds") from None
+        if not math.isfinite(since):
+            raise _HTTPError("400 Bad Request", "since must be a finite number")
+    status = None
+    if filters.get("status"):
+        status = _STATUS_CODES.get(filters["status"])
+        if status is None:
+            raise _HTTPError("400 Bad Request", "status must be error, ok or unset")
+    collected = InMemorySpanExporter()
+    store.dump(collected, since=since, status=status)
+    return encode_otlp_json(collected.get_finished_spans())
 
 
 def _json(data: Any) -> tuple[str, bytes]:
