@@ -146,7 +146,7 @@ class HeldTrace(list):  # type: ignore[type-arg]
 
     The store's value for each trace, so `on_end` finds the summary without a
     lookup and eviction takes it away with the records. `start` is the
-    earliest span start, `end` the latest span end (`NO_START` and -1 while
+    earliest span start, `end` the latest span end (`_NO_START` and -1 while
     unknown), `errors` the spans with ERROR status (compaction never merges
     them), `root` the record of the root span, else of the earliest-starting
     local root, or None.
@@ -184,7 +184,6 @@ class HeldTrace(list):  # type: ignore[type-arg]
 
 NOTABLE = HAS_PARENT | PARENT_IS_REMOTE | (_ERROR & ~_OK)
 """`(meta ^ HAS_PARENT) & NOTABLE` is non-zero for an error, a root or a local root."""
-NO_START = _NO_START
 
 
 def new_trace(trace_id: int, record: Record) -> HeldTrace:

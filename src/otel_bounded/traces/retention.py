@@ -428,9 +428,6 @@ class Retention:
     def flags_of(self, trace_id: int) -> int:
         return self._flags.get(trace_id, 0)
 
-    def bytes_of(self, trace_id: int) -> int:
-        return self._bytes.get(trace_id, 0)
-
     def held_by_class(self) -> dict[str, int]:
         """Traces held per class."""
         counts = dict.fromkeys(RetentionClass.ALL, 0)
